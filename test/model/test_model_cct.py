@@ -1,0 +1,80 @@
+"""CCTModel: aux decoder counts, output shapes, gradient paths, the uncertainty module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cct_surgical_seg.model import (
+    AuxConfig,
+    CCTModel,
+    ModelConfig,
+    Segmenter,
+    build_uncertainty_model,
+)
+
+CFG = ModelConfig(pretrained=False)
+
+
+def test_aux_config_defaults_follow_reference() -> None:
+    aux = AuxConfig()
+    assert aux.total == 30
+    assert aux.kinds().count("vat") == 2 and aux.kinds().count("feature_noise") == 6
+    assert AuxConfig.from_dict(aux.to_dict()) == aux
+    with pytest.raises(ValueError, match="vat_epz"):
+        AuxConfig.from_dict({"vat_epz": 1.0})
+    with pytest.raises(ValueError, match="cutout"):
+        AuxConfig(cutout=-1)
+
+
+def test_forward_cct_shapes_and_gradient_paths() -> None:
+    torch.manual_seed(0)
+    model = CCTModel(CFG, AuxConfig()).train()
+    assert len(model.aux_decoders) == 30
+    assert isinstance(model.segmenter, Segmenter)
+    # Aux decoders are not part of the deployable segmenter.
+    assert not any(k.startswith("aux") for k in model.segmenter.state_dict())
+    x = torch.randn(2, 3, 64, 80)
+    out = model.forward_cct(x)
+    assert out.main.shape == (2, 3, 64, 80)
+    assert len(out.aux) == 30 and all(a.shape == out.main.shape for a in out.aux)
+    # A loss on the aux outputs alone trains the encoder, not the main decoder.
+    sum(a.square().mean() for a in out.aux).backward()
+    assert model.segmenter.encoder.stem_conv.weight.grad.abs().sum() > 0
+    assert model.segmenter.decoder.classifier.weight.grad is None
+    assert model.forward_cct(x, compute_aux=False).aux == []
+    assert model(x).shape == (2, 3, 64, 80)
+
+
+def test_uncertainty_model_outputs_and_exports(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    aux_cfg = AuxConfig(
+        vat=0, dropout=1, cutout=0, context_masking=0, object_masking=0, feature_drop=1, feature_noise=1
+    )
+    model = CCTModel(CFG, aux_cfg).eval()
+    unc = build_uncertainty_model(model.segmenter, model.aux_decoders, max_heads=2).eval()
+    assert len(unc.heads) == 2
+    x = torch.randn(2, 3, 64, 80)
+    with torch.no_grad():
+        probs, disagreement = unc(x)
+    assert probs.shape == (2, 3, 64, 80)
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, 64, 80))
+    assert disagreement.shape == (2,) and torch.all((disagreement >= 0) & (disagreement <= 1))
+    assert torch.all(disagreement > 0)  # random heads disagree with the main decoder
+
+    path = tmp_path / "unc.onnx"
+    torch.onnx.export(
+        unc,
+        (x,),
+        str(path),
+        opset_version=17,
+        dynamo=False,
+        input_names=["image"],
+        output_names=["probs", "disagreement"],
+        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}},
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_probs, onnx_dis = session.run(None, {"image": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(onnx_probs), probs, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(onnx_dis), disagreement, rtol=1e-3, atol=1e-5)
