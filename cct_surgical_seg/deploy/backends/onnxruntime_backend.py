@@ -1,0 +1,99 @@
+"""ONNX Runtime backend: the default on CPU, and on GPU through the CUDA / TensorRT providers.
+
+ONNX Runtime is the one runtime every install has (it is a hard dependency), so this backend is
+also the fallback of ``create_backend("auto")``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from cct_surgical_seg.deploy.backends.base import Backend, BackendOutput, check_model_file, is_zip_file
+from cct_surgical_seg.deploy.errors import BackendUnavailableError, ModelLoadError
+from cct_surgical_seg.deploy.model_info import DISAGREEMENT_NAME, INPUT_NAME, PROBS_NAME, ModelInfo
+
+LOG = logging.getLogger(__name__)
+
+#: device option -> provider list, best first; ORT falls back along the list per node.
+DEVICE_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs a ``cct-export`` ONNX file with ONNX Runtime.
+
+    ``device``: ``cpu`` | ``cuda`` | ``tensorrt`` (ORT's execution providers, not our native
+    TensorRT backend). ``num_threads``: intra-op threads (None = ORT default, all cores); pin it
+    on shared robots so segmentation does not starve the controller.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        num_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = check_model_file(model_path, "ONNX")
+        if is_zip_file(path):
+            raise ModelLoadError(
+                f"{path}: this is a PyTorch checkpoint, not an ONNX model; use backend 'torch' "
+                "or export it with cct-export"
+            )
+        if device not in DEVICE_PROVIDERS:
+            raise ValueError(f"device must be one of {sorted(DEVICE_PROVIDERS)}, got {device!r}")
+        wanted = DEVICE_PROVIDERS[device]
+        if wanted[0] not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                f"ONNX Runtime has no {wanted[0]} here (available: {ort.get_available_providers()}); "
+                "install onnxruntime-gpu or use device='cpu'"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads is not None:
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        except Exception as exc:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
+            raise ModelLoadError(
+                f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})"
+            ) from exc
+        inputs = [i.name for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if inputs != [INPUT_NAME] or PROBS_NAME not in outputs:
+            raise ModelLoadError(
+                f"{path}: expected input '{INPUT_NAME}' and output '{PROBS_NAME}', got inputs {inputs}, "
+                f"outputs {outputs}"
+            )
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_metadata(meta, outputs, source=str(path))
+        self._outputs = [PROBS_NAME] + ([DISAGREEMENT_NAME] if self.info.has_disagreement else [])
+        self.device = device
+        self.providers = self._session.get_providers()
+        LOG.info("onnxruntime: loaded %s with providers %s", path, self.providers)
+
+    def describe(self) -> str:
+        return f"{self.name}[{self.providers[0]}]"
+
+    def infer(self, batch: np.ndarray) -> BackendOutput:
+        batch = self.check_batch(batch)
+        results = self._session.run(self._outputs, {INPUT_NAME: batch})
+        disagreement = results[1].astype(np.float32).reshape(-1) if len(results) > 1 else None
+        return BackendOutput(probs=results[0], disagreement=disagreement)

@@ -1,0 +1,150 @@
+"""One call per frame: pre-processing -> backend -> post-processing -> poses.
+
+All image maths between a camera frame and a backend lives here, so the ROS node, ``cct-infer``,
+the bag tools and the benchmark cannot disagree on it.
+
+* Fixed-size models: the frame is **resized** (stretched) to the network size, not letterboxed.
+  Endoscope streams keep one aspect ratio and the model is exported at that ratio, so letterbox
+  bars would only waste network pixels; a mismatched ratio costs some shape distortion, which
+  the resize back undoes.
+* Dynamic-size models: the frame is **padded** (edge-replicated, bottom/right) to the next
+  multiple of 32, the encoder's total stride, and the output cropped back: no resampling at all,
+  so mask pixels line up exactly with the frame.
+* Back to the frame: the probabilities (not the argmax) are resized bilinearly to the frame size,
+  then ``mask = argmax`` and ``confidence = max probability``; this gives smoother, more faithful
+  boundaries than upsampling a label image with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from cct_surgical_seg.deploy.backends.base import Backend
+from cct_surgical_seg.deploy.errors import ImageFormatError
+from cct_surgical_seg.deploy.poses import Instrument, InstrumentTracker, PoseParams, extract_instruments
+
+STRIDE = 32
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame yields; arrays are at the input frame's resolution."""
+
+    mask: np.ndarray  # uint8 HxW class ids
+    confidence: np.ndarray  # float32 HxW, max class probability
+    instruments: list[Instrument]
+    disagreement: float | None
+    timings_ms: dict[str, float] = field(default_factory=dict)  # pre, net, post, poses, total
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale (HxW, HxWx1), RGB (HxWx3) or RGBA (HxWx4) -> contiguous uint8 RGB HxWx3.
+
+    Raises ``ImageFormatError`` for non-uint8, empty or otherwise shaped images, because a float
+    image in 0..1 silently pushed through would give a black frame and confident garbage.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ImageFormatError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageFormatError(f"expected uint8 pixels (0..255), got {image.dtype}; convert before inference")
+    if image.size == 0 or image.ndim < 2 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageFormatError(f"empty image, shape {image.shape}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    raise ImageFormatError(f"expected HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}")
+
+
+def network_size(frame_hw: tuple[int, int], input_size: tuple[int, int] | None) -> tuple[int, int]:
+    """The ``(H, W)`` the network runs at: the model's fixed size, else the frame padded up to x32."""
+    if input_size is not None:
+        return int(input_size[0]), int(input_size[1])
+    h, w = frame_hw
+    return -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
+
+
+def preprocess(rgb: np.ndarray, net_hw: tuple[int, int], pad: bool) -> np.ndarray:
+    """uint8 RGB HxWx3 -> float32 1,3,H,W (0..255) at ``net_hw`` by resize or edge padding."""
+    h, w = rgb.shape[:2]
+    if pad:
+        image = cv2.copyMakeBorder(rgb, 0, net_hw[0] - h, 0, net_hw[1] - w, cv2.BORDER_REPLICATE)
+    elif (h, w) != tuple(net_hw):
+        image = cv2.resize(
+            rgb, (net_hw[1], net_hw[0]), interpolation=cv2.INTER_AREA if h > net_hw[0] else cv2.INTER_LINEAR
+        )
+    else:
+        image = rgb
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def postprocess(probs: np.ndarray, frame_hw: tuple[int, int], pad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float32 ``C,h,w`` probabilities -> (uint8 mask, float32 confidence) at ``frame_hw``."""
+    h, w = frame_hw
+    hwc = probs.transpose(1, 2, 0)
+    if pad:
+        hwc = hwc[:h, :w]
+    elif hwc.shape[:2] != (h, w):
+        hwc = cv2.resize(np.ascontiguousarray(hwc), (w, h), interpolation=cv2.INTER_LINEAR)
+        if hwc.ndim == 2:  # cv2 drops a single channel axis
+            hwc = hwc[..., None]
+    mask = hwc.argmax(axis=2).astype(np.uint8)
+    confidence = hwc.max(axis=2).astype(np.float32)
+    return mask, confidence
+
+
+class SegmentationPipeline:
+    """Backend + pre/post + poses for one camera stream (keeps its instrument tracks).
+
+    ``track=False`` leaves ``track_id`` at -1 (useful for shuffled image folders).
+    """
+
+    def __init__(
+        self, backend: Backend, pose_params: PoseParams | None = None, *, track: bool = True
+    ) -> None:
+        self.backend = backend
+        self.pose_params = pose_params or PoseParams()
+        self.tracker = InstrumentTracker(self.pose_params) if track else None
+
+    @property
+    def info(self):
+        return self.backend.info
+
+    def reset_tracking(self) -> None:
+        if self.tracker is not None:
+            self.tracker.reset()
+
+    def __call__(self, rgb: np.ndarray) -> FrameResult:
+        t0 = time.perf_counter()
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            rgb = to_rgb(rgb)  # validates and converts gray/RGBA; raises ImageFormatError otherwise
+        frame_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if min(frame_hw) == 0:
+            raise ImageFormatError(f"empty image, shape {rgb.shape}")
+        pad = self.backend.info.input_size is None
+        net_hw = network_size(frame_hw, self.backend.info.input_size)
+        batch = preprocess(rgb, net_hw, pad)
+        t1 = time.perf_counter()
+        out = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        mask, confidence = postprocess(out.probs[0], frame_hw, pad)
+        t3 = time.perf_counter()
+        instruments = extract_instruments(mask, confidence, self.pose_params)
+        if self.tracker is not None:
+            instruments = self.tracker.update(instruments)
+        t4 = time.perf_counter()
+        disagreement = None if out.disagreement is None else float(out.disagreement[0])
+        timings = {
+            "pre": (t1 - t0) * 1e3,
+            "net": (t2 - t1) * 1e3,
+            "post": (t3 - t2) * 1e3,
+            "poses": (t4 - t3) * 1e3,
+            "total": (t4 - t0) * 1e3,
+        }
+        return FrameResult(mask, confidence, instruments, disagreement, timings)

@@ -1,0 +1,86 @@
+"""cct-export: metadata round trip, graph checks, dynamic + uncertainty exports against PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from cct_surgical_seg.deploy.backends import create_backend
+from cct_surgical_seg.deploy.errors import ExportError
+from cct_surgical_seg.deploy.export import OPSET, check_graph, check_tensorrt_ops, main
+from cct_surgical_seg.deploy.model_info import ModelInfo, read_onnx_info
+from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
+
+
+def test_metadata_round_trips_into_model_info(tiny_checkpoint, tiny_onnx) -> None:
+    from cct_surgical_seg.model.checkpoint import load_checkpoint
+
+    info = read_onnx_info(tiny_onnx)
+    assert info == ModelInfo(("background", "shaft", "manipulator"), (64, 80), (0.485, 0.456, 0.406),
+                             (0.229, 0.224, 0.225), False)  # fmt: skip
+    model = onnx.load(str(tiny_onnx))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["cct.format"] == "cct-onnx-v1"
+    assert json.loads(props["cct.model_config"]) == load_checkpoint(tiny_checkpoint)["model_config"]
+    assert ModelInfo.from_metadata(info.to_metadata(), ["probs"]) == info
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == [
+        "probs"
+    ]
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {OPSET}
+    check_graph(model)  # the exported graph passes its own checks
+
+
+def test_tensorrt_allow_list_names_the_offending_op(rule_onnx) -> None:
+    model = onnx.load(str(rule_onnx))
+    check_tensorrt_ops(model)
+    model.graph.node.append(helper.make_node("NonMaxSuppression", ["probs"], ["nms"], name="my_nms"))
+    model.graph.node.append(helper.make_node("Foo", ["probs"], ["foo"], domain="com.example"))
+    with pytest.raises(ExportError, match=r"NonMaxSuppression \(node my_nms\)") as err:
+        check_tensorrt_ops(model)
+    assert "com.example::Foo" in str(err.value)
+
+
+def test_checker_failure_is_an_export_error() -> None:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [1])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ExportError, match=r"onnx\.checker"):
+        check_graph(model)
+
+
+def test_dynamic_uncertainty_export_matches_torch(tiny_checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "dyn_unc.onnx"
+    assert main([str(tiny_checkpoint), "-o", str(out), "--dynamic", "--uncertainty", "--max-heads", "2"]) == 0
+    assert "disagreement yes" in capsys.readouterr().out
+    info = read_onnx_info(out)
+    assert info.input_size is None and info.has_disagreement
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_param for d in (dims[0], dims[2], dims[3])) and dims[1].dim_value == 3
+
+    ort_pipe = SegmentationPipeline(create_backend("onnxruntime", out, num_threads=1))
+    torch_pipe = SegmentationPipeline(create_backend("torch", tiny_checkpoint, uncertainty=True, max_heads=2))
+    rng = np.random.default_rng(3)
+    for size in ((67, 93), (64, 96)):  # padded to 96x96, and already a multiple of 32
+        rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        a, b = ort_pipe(rgb), torch_pipe(rgb)
+        assert a.mask.shape == size
+        assert (a.mask == b.mask).mean() >= 0.999
+        assert a.disagreement is not None and 0.0 <= a.disagreement <= 1.0
+        assert a.disagreement == pytest.approx(b.disagreement, abs=1e-4)
+
+
+def test_uncertainty_export_needs_aux_decoders(tmp_path) -> None:
+    from cct_surgical_seg.model.checkpoint import make_payload, save_checkpoint
+    from cct_surgical_seg.model.config import ModelConfig
+    from cct_surgical_seg.model.deeplab import build_segmenter
+
+    cfg = ModelConfig(pretrained=False, aspp_channels=8, decoder_channels=8, low_level_channels=8)
+    save_checkpoint(tmp_path / "plain.pt", make_payload(build_segmenter(cfg), cfg))
+    assert main([str(tmp_path / "plain.pt"), "-o", str(tmp_path / "x.onnx"), "--uncertainty"]) == 1
+    assert not (tmp_path / "x.onnx").exists()
+    assert main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
