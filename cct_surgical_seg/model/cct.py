@@ -6,12 +6,17 @@ unlabelled frames the trainer penalises the aux outputs' distance to the (detach
 prediction; the gradient flows through the aux decoders into the shared encoder.
 
 Auxiliary decoder design (``AuxHead``): 1x1 conv to ``hidden_channels`` (64) + BN + ReLU +
-1x1 conv to classes, then bilinear upsampling to the main output size. Why so small: the
+1x1 conv to classes, then bilinear upsampling to the main decoder's native resolution
+(stride 4, where the consistency loss compares them). Why so small: the
 reference CCT uses a decoder per perturbation as large as the main one; with 30 of them on a
 DeepLabV3+ the CCT step would cost several supervised steps. On the stride-16, 320-channel map
 a head costs ~0.02 GFLOP at 320x320 - 30 heads together are a few percent of the encoder - so
 the CCT step stays within the ~1.8x budget of a supervised step on CPU. The consistency signal
 still reaches the encoder, which is what CCT trains; the aux heads are discarded after training.
+
+Consistency resolution: the reference compares softmaxes at the input size. Above stride 4 the
+main prediction is only bilinear upsampling, so we compare at stride 4 (``CCTOutput.main_native``):
+measured on CPU, 30 softmax-MSE terms at 320x320 cost as much as the whole supervised step.
 """
 
 from __future__ import annotations
@@ -146,7 +151,7 @@ class AuxHead(nn.Module):
 
 
 class AuxDecoder(nn.Module):
-    """A perturbation in front of an ``AuxHead``: ``(high, main_logits) -> logits at main size``."""
+    """A perturbation in front of an ``AuxHead``: ``(high, main_logits) -> logits at their size``."""
 
     def __init__(self, kind: str, perturbation: Perturbation, head: AuxHead) -> None:
         super().__init__()
@@ -162,10 +167,12 @@ class AuxDecoder(nn.Module):
 
 
 class CCTOutput(NamedTuple):
-    """Main logits ``N,C,H,W`` and one aux logits tensor of the same shape per aux decoder."""
+    """Main logits at the input size (for the supervised loss), the same logits at the decoder's
+    native stride-4 resolution, and one aux logits tensor of ``main_native``'s shape per decoder."""
 
     main: Tensor
     aux: list[Tensor]
+    main_native: Tensor
 
 
 class CCTModel(nn.Module):
@@ -194,10 +201,11 @@ class CCTModel(nn.Module):
     def forward_cct(self, x: Tensor, compute_aux: bool = True) -> CCTOutput:
         """One encoder pass -> main logits and (if ``compute_aux``) every aux decoder's logits."""
         features = self.segmenter.encode(x)
-        main = self.segmenter.decode(features, x.shape[-2:])
+        native = self.segmenter.decode_native(features)
+        main = resize(native, x.shape[-2:])
         if not compute_aux:
-            return CCTOutput(main, [])
-        return CCTOutput(main, [decoder(features.high, main) for decoder in self.aux_decoders])
+            return CCTOutput(main, [], native)
+        return CCTOutput(main, [decoder(features.high, native) for decoder in self.aux_decoders], native)
 
 
 class UncertaintyModel(nn.Module):

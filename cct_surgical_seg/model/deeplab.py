@@ -168,10 +168,17 @@ class Segmenter(nn.Module):
     def encode(self, x: Tensor) -> Features:
         return self.encoder(x)
 
+    def decode_native(self, features: Features) -> Tensor:
+        """Main decoder logits at its own resolution (that of ``features.low``, stride 4).
+
+        Everything finer is bilinear upsampling, so CCT compares predictions here: 16x fewer
+        pixels than at the input size for the same information.
+        """
+        return self.decoder(self.aspp(features.high), features.low)
+
     def decode(self, features: Features, size: Sequence[int]) -> Tensor:
         """Main decoder: logits at ``size`` (H, W) from the encoder features."""
-        logits = self.decoder(self.aspp(features.high), features.low)
-        return resize(logits, size)
+        return resize(self.decode_native(features), size)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x), x.shape[-2:])

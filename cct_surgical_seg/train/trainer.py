@@ -400,7 +400,7 @@ class Trainer:
                 n_l = x_l.shape[0]
                 sup = supervised_loss(out.main[:n_l], y_l, self.class_weights, self.cfg.data.ignore_index)
                 first = 0 if t.consistency_on_labelled or self.unlabelled is None else n_l
-                cons = consistency_loss(out.main[first:], [a[first:] for a in out.aux])
+                cons = consistency_loss(out.main_native[first:], [a[first:] for a in out.aux])
                 loss = sup + weight * cons
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -37,7 +37,8 @@ def test_forward_cct_shapes_and_gradient_paths() -> None:
     x = torch.randn(2, 3, 64, 80)
     out = model.forward_cct(x)
     assert out.main.shape == (2, 3, 64, 80)
-    assert len(out.aux) == 30 and all(a.shape == out.main.shape for a in out.aux)
+    assert len(out.aux) == 30 and all(a.shape == out.main_native.shape for a in out.aux)
+    assert out.main.shape[-2:] == x.shape[-2:] and out.main_native.shape[-1] == -(-x.shape[-1] // 4)
     # A loss on the aux outputs alone trains the encoder, not the main decoder.
     sum(a.square().mean() for a in out.aux).backward()
     assert model.segmenter.encoder.stem_conv.weight.grad.abs().sum() > 0
