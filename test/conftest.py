@@ -26,7 +26,7 @@ def _private_domain_id() -> int:
 os.environ["ROS_DOMAIN_ID"] = str(_private_domain_id())
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="cct-test-roslog-"))
-os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
 if os.environ.get("VIRTUAL_ENV") and "AMENT_PREFIX_PATH" not in os.environ:
     os.environ["AMENT_PREFIX_PATH"] = os.environ["VIRTUAL_ENV"]
 

@@ -1,0 +1,226 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, without cv_bridge.
+
+Why our own path: cv_bridge is not on PyPI for this ROS distribution (and the PyPI package of
+that name is unrelated), so the node must decode camera messages itself. Every message is
+checked *before* any array is built, because a malformed frame from a driver must cost one
+log line and one counter, never the node: a wrong ``step``, truncated ``data``, an empty
+frame, an unknown encoding or a frame over the pixel budget all raise
+:class:`ConversionError` with a short machine-readable ``kind`` (the diagnostics counter it
+goes to) and a human reason.
+
+Everything returned is RGB ``uint8 HxWx3`` because that is what
+``deploy.SegmentationPipeline`` takes. Supported raw encodings: ``rgb8``, ``bgr8``, ``rgba8``,
+``bgra8``, ``mono8``/``8UC1``, ``8UC3`` (read as bgr8, like cv_bridge), ``bayer_{rggb,bggr,
+gbrg,grbg}8`` (OpenCV demosaicing), ``mono16``/``16UC1`` (scaled to 8 bit by /257, i.e. the full
+16-bit range, so brightness does not flicker with frame content) with ``is_bigendian`` honoured.
+Anything else goes to cv_bridge when it happens to be importable, else it is refused.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+try:  # optional: only used for encodings outside our own table
+    from cv_bridge import CvBridge as _CvBridge  # type: ignore[import-not-found]
+except ImportError:  # the normal case in a pip-only environment
+    _CvBridge = None
+
+#: reasons a frame is refused; each one is a diagnostics counter
+BAD_INPUT_KINDS = ("encoding", "size", "empty", "too_large", "decode")
+
+
+class ConversionError(ValueError):
+    """A message that cannot become an image; ``kind`` is one of :data:`BAD_INPUT_KINDS`."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Layout:
+    channels: int
+    dtype: np.dtype
+
+
+_LAYOUTS: dict[str, _Layout] = {
+    "rgb8": _Layout(3, np.dtype(np.uint8)),
+    "bgr8": _Layout(3, np.dtype(np.uint8)),
+    "8UC3": _Layout(3, np.dtype(np.uint8)),
+    "rgba8": _Layout(4, np.dtype(np.uint8)),
+    "bgra8": _Layout(4, np.dtype(np.uint8)),
+    "8UC4": _Layout(4, np.dtype(np.uint8)),
+    "mono8": _Layout(1, np.dtype(np.uint8)),
+    "8UC1": _Layout(1, np.dtype(np.uint8)),
+    "mono16": _Layout(1, np.dtype(np.uint16)),
+    "16UC1": _Layout(1, np.dtype(np.uint16)),
+    "bayer_rggb8": _Layout(1, np.dtype(np.uint8)),
+    "bayer_bggr8": _Layout(1, np.dtype(np.uint8)),
+    "bayer_gbrg8": _Layout(1, np.dtype(np.uint8)),
+    "bayer_grbg8": _Layout(1, np.dtype(np.uint8)),
+}
+
+# ROS names the Bayer pattern by its top-left 2x2 block; OpenCV's codes name it by the second
+# row's middle pixels, so the names look swapped. test_ros_conversions checks each mapping on a
+# synthetic mosaic of a known colour.
+_BAYER_TO_RGB = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+
+SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ConversionError("empty", f"empty image ({width}x{height})")
+    if max_pixels > 0 and width * height > max_pixels:
+        raise ConversionError(
+            "too_large", f"{width}x{height} = {width * height} px exceeds max_image_pixels={max_pixels}"
+        )
+
+
+def image_to_rgb(msg, max_pixels: int = 0) -> np.ndarray:
+    """A sensor_msgs/Image as RGB uint8 HxWx3 (a new array; the message is not kept).
+
+    ``max_pixels`` > 0 refuses bigger frames before touching the data, so a misconfigured
+    camera cannot make the node allocate without bound.
+    """
+    width, height, step, encoding = int(msg.width), int(msg.height), int(msg.step), str(msg.encoding)
+    _check_pixels(width, height, max_pixels)
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        return _via_cv_bridge(msg, encoding)
+    row_bytes = width * layout.channels * layout.dtype.itemsize
+    if step < row_bytes:
+        raise ConversionError("size", f"step {step} < width*channels*bytes = {row_bytes} for {encoding}")
+    data = msg.data
+    size = len(data)
+    if size != step * height:
+        what = "truncated data" if size < step * height else "data larger than step*height"
+        raise ConversionError("size", f"{what}: {size} bytes, expected {step}*{height} = {step * height}")
+
+    buf = np.frombuffer(_as_bytes(data), dtype=np.uint8).reshape(height, step)[:, :row_bytes]
+    if layout.dtype.itemsize == 1:
+        pixels = buf.reshape(height, width, layout.channels)
+    else:
+        dtype = layout.dtype.newbyteorder(">" if msg.is_bigendian else "<")
+        pixels = np.ascontiguousarray(buf).view(dtype).reshape(height, width)
+        pixels = (pixels.astype(np.uint32) * 255 // 65535).astype(np.uint8)[..., None]
+    return _to_rgb(pixels, encoding)
+
+
+def _as_bytes(data) -> bytes | memoryview | np.ndarray:
+    """rclpy gives ``array.array('B')`` (or bytes); both expose the buffer protocol."""
+    return data if isinstance(data, (bytes, bytearray, np.ndarray)) else memoryview(data)
+
+
+def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    if encoding in _BAYER_TO_RGB:
+        return cv2.cvtColor(np.ascontiguousarray(pixels[..., 0]), _BAYER_TO_RGB[encoding])
+    channels = pixels.shape[2]
+    if channels == 1:
+        return cv2.cvtColor(np.ascontiguousarray(pixels[..., 0]), cv2.COLOR_GRAY2RGB)
+    if encoding == "rgb8":
+        return np.ascontiguousarray(pixels)
+    if encoding == "rgba8":
+        return np.ascontiguousarray(pixels[..., :3])
+    # bgr8, 8UC3, bgra8, 8UC4: blue first
+    return np.ascontiguousarray(pixels[..., 2::-1])
+
+
+def _via_cv_bridge(msg, encoding: str) -> np.ndarray:
+    if _CvBridge is None:
+        raise ConversionError(
+            "encoding", f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
+    try:
+        return np.ascontiguousarray(_CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    except Exception as exc:  # cv_bridge raises its own CvBridgeError and others
+        raise ConversionError("encoding", f"cv_bridge could not convert '{encoding}': {exc}") from exc
+
+
+def compressed_to_rgb(msg, max_pixels: int = 0) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (jpeg/png, as image_transport writes it) as RGB uint8.
+
+    The pixel budget is checked on the header OpenCV reads before decoding the full image
+    where possible, and again on the result.
+    """
+    data = np.frombuffer(_as_bytes(msg.data), dtype=np.uint8)
+    if data.size == 0:
+        raise ConversionError("empty", "empty compressed data")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ConversionError("decode", f"could not decode {data.size} bytes of '{msg.format}' data")
+    _check_pixels(image.shape[1], image.shape[0], max_pixels)
+    if image.dtype == np.uint16:
+        image = (image.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def message_to_rgb(msg, max_pixels: int = 0) -> np.ndarray:
+    """Either message type: dispatches on the presence of ``format`` (CompressedImage)."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb(msg, max_pixels)
+    return image_to_rgb(msg, max_pixels)
+
+
+# --- numpy -> messages --------------------------------------------------------------------------
+
+_ENCODING_OF = {
+    (np.dtype(np.uint8), 1): "mono8",
+    (np.dtype(np.uint8), 3): "bgr8",
+    (np.dtype(np.uint16), 1): "mono16",
+    (np.dtype(np.float32), 1): "32FC1",
+}
+
+
+def array_to_image(array: np.ndarray, header, encoding: str | None = None):
+    """A numpy image as sensor_msgs/Image with the given header (copied by reference).
+
+    ``encoding`` defaults from dtype and channels (uint8 HxW -> mono8, uint8 HxWx3 -> bgr8,
+    float32 HxW -> 32FC1); pass ``rgb8`` explicitly for RGB data.
+    """
+    from sensor_msgs.msg import Image
+
+    array = np.ascontiguousarray(array)
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if encoding is None:
+        encoding = _ENCODING_OF.get((array.dtype, channels))
+        if encoding is None:
+            raise ValueError(f"no default encoding for dtype {array.dtype} with {channels} channels")
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(sys.byteorder == "big" and array.dtype.itemsize > 1)
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()
+    return msg
+
+
+def rgb_to_compressed(rgb: np.ndarray, header, fmt: str = "jpeg", quality: int = 90):
+    """RGB uint8 as sensor_msgs/CompressedImage (for tests, the simulator and benchmarks)."""
+    from sensor_msgs.msg import CompressedImage
+
+    ext = ".jpg" if fmt == "jpeg" else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"could not encode {fmt}")
+    msg = CompressedImage()
+    msg.header = header
+    msg.format = f"rgb8; {fmt} compressed bgr8"
+    msg.data = buf.tobytes()
+    return msg

@@ -1,0 +1,225 @@
+"""conversions and messages: every encoding, every kind of bad input, and the pose convention.
+
+Pure functions over message objects; needs the message packages but no ROS graph.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2 Python) is not importable")
+cv2 = pytest.importorskip("cv2")
+
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from cct_surgical_seg.ros import conversions, messages  # noqa: E402
+from cct_surgical_seg.ros.conversions import ConversionError  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+RGB = np.array([200, 100, 30], dtype=np.uint8)
+
+
+def _rgb_frame(h: int = 6, w: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def _image(array: np.ndarray, encoding: str, step_pad: int = 0, bigendian: bool = False) -> Image:
+    array = np.ascontiguousarray(array)
+    h, w = array.shape[:2]
+    row = array.reshape(h, -1).view(np.uint8)
+    if step_pad:
+        row = np.hstack([row, np.full((h, step_pad), 7, np.uint8)])
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=int(bigendian))
+    msg.step = row.shape[1]
+    msg.data = row.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+def test_colour_encodings_round_trip_to_rgb(pad: int) -> None:
+    rgb = _rgb_frame()
+    cases = {
+        "rgb8": rgb,
+        "bgr8": rgb[..., ::-1],
+        "8UC3": rgb[..., ::-1],
+        "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]),
+        "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 9, np.uint8)]),
+    }
+    for encoding, pixels in cases.items():
+        out = conversions.image_to_rgb(_image(pixels, encoding, step_pad=pad))
+        assert out.dtype == np.uint8 and out.shape == rgb.shape, encoding
+        np.testing.assert_array_equal(out, rgb, err_msg=encoding)
+
+
+def test_mono8_becomes_grey_rgb() -> None:
+    grey = _rgb_frame()[..., 0]
+    out = conversions.image_to_rgb(_image(grey, "mono8", step_pad=3))
+    np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1"])
+def test_16bit_is_scaled_to_8bit_and_honours_byte_order(encoding: str, bigendian: bool) -> None:
+    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    stored = values.astype(">u2" if bigendian else "<u2")
+    out = conversions.image_to_rgb(_image(stored, encoding, bigendian=bigendian))
+    assert out[0, :, 0].tolist() == [0, 1, 255, 128]
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_patterns_demosaic_to_the_right_colour(pattern: str) -> None:
+    # Build the mosaic of a flat colour as the named pattern samples it (top-left 2x2 block).
+    h, w = 8, 8
+    index = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros((h, w), np.uint8)
+    for dy in range(2):
+        for dx in range(2):
+            mosaic[dy::2, dx::2] = RGB[index[pattern[2 * dy + dx]]]
+    out = conversions.image_to_rgb(_image(mosaic, f"bayer_{pattern}8"))
+    centre = out[2:-2, 2:-2].reshape(-1, 3).astype(int)
+    assert np.abs(centre - RGB.astype(int)).max() <= 2, (pattern, centre[0])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kind"),
+    [
+        (lambda m: setattr(m, "encoding", "yuv422_yuy2_weird"), "encoding"),
+        (lambda m: setattr(m, "step", m.step - 1), "size"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:-5]), "size"),
+        (lambda m: setattr(m, "data", bytes(m.data) + b"\0" * 3), "size"),
+        (lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b"")), "empty"),
+        (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "empty"),
+    ],
+)
+def test_bad_raw_images_raise_with_a_kind(mutate, kind: str) -> None:
+    msg = _image(_rgb_frame(), "rgb8")
+    mutate(msg)
+    with pytest.raises(ConversionError) as info:
+        conversions.image_to_rgb(msg)
+    assert info.value.kind == kind
+    assert info.value.reason
+
+
+def test_pixel_budget_refuses_before_reading_data() -> None:
+    msg = Image(height=4000, width=4000, encoding="rgb8", step=12000)  # no data at all
+    with pytest.raises(ConversionError) as info:
+        conversions.image_to_rgb(msg, max_pixels=1000 * 1000)
+    assert info.value.kind == "too_large"
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_round_trip(fmt: str) -> None:
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = RGB
+    msg = conversions.rgb_to_compressed(rgb, Header(frame_id="cam"), fmt)
+    out = conversions.message_to_rgb(msg)
+    assert out.shape == rgb.shape
+    tol = 0 if fmt == "png" else 12
+    assert np.abs(out[4:-4, 4:20].astype(int) - RGB.astype(int)).max() <= tol
+
+
+def test_compressed_bad_data_and_budget() -> None:
+    with pytest.raises(ConversionError) as info:
+        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
+    assert info.value.kind == "decode"
+    with pytest.raises(ConversionError) as info:
+        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
+    assert info.value.kind == "empty"
+    big = conversions.rgb_to_compressed(np.zeros((100, 100, 3), np.uint8), Header(), "png")
+    with pytest.raises(ConversionError) as info:
+        conversions.compressed_to_rgb(big, max_pixels=50 * 50)
+    assert info.value.kind == "too_large"
+
+
+def test_array_to_image_encodings_and_header() -> None:
+    header = Header(frame_id="endo")
+    header.stamp.sec, header.stamp.nanosec = 12, 34
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    msg = conversions.array_to_image(mask, header)
+    assert (msg.encoding, msg.width, msg.height, msg.step) == ("mono8", 4, 3, 4)
+    assert msg.header.frame_id == "endo" and msg.header.stamp.nanosec == 34
+    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.uint8).reshape(3, 4), mask)
+    conf = np.full((3, 4), 0.25, np.float32)
+    msg = conversions.array_to_image(conf, header)
+    assert msg.encoding == "32FC1" and msg.step == 16
+    assert msg.is_bigendian == int(sys.byteorder == "big")
+    np.testing.assert_allclose(messages.confidence_to_image(conf, header).data[0], 64)
+
+
+# --- messages: pose convention ----------------------------------------------------------------
+
+
+class _Inst:
+    """Duck-typed deploy.Instrument (same fields), so this module does not need deploy."""
+
+    def __init__(self, tip, entry, axis, track_id=3, class_id=1, score=0.9, bbox=(10, 20, 30, 40)):
+        self.tip, self.entry, self.axis = tip, entry, axis
+        self.track_id, self.class_id, self.score, self.bbox = track_id, class_id, score, bbox
+        self.area_px, self.centroid = 500, tip
+
+
+def _camera_info(fx=500.0, fy=500.0, cx=320.0, cy=256.0) -> CameraInfo:
+    info = CameraInfo(width=640, height=512, distortion_model="plumb_bob")
+    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    return info
+
+
+def test_pose_in_pixels_without_camera_info() -> None:
+    inst = _Inst(tip=(100.0, 50.0), entry=(0.0, 50.0), axis=(0.0, 1.0))
+    poses = messages.instruments_to_pose_array([inst], Header(frame_id="cam"))
+    p = poses.poses[0]
+    assert (p.position.x, p.position.y, p.position.z) == (100.0, 50.0, 0.0)
+    # axis straight down the image = +90 degrees about +z
+    assert math.isclose(2 * math.atan2(p.orientation.z, p.orientation.w), math.pi / 2)
+    assert poses.header.frame_id == "cam"
+
+
+def test_pose_as_unit_ray_with_camera_info() -> None:
+    camera = messages.CameraModel.from_camera_info(_camera_info())
+    centre = _Inst(tip=(320.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
+    right = _Inst(tip=(820.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
+    poses = messages.instruments_to_pose_array([centre, right], Header(), camera)
+    a, b = poses.poses[0].position, poses.poses[1].position
+    assert (a.x, a.y, a.z) == pytest.approx((0.0, 0.0, 1.0))
+    s = 1 / math.sqrt(2)  # one focal length to the right = 45 degrees
+    assert (b.x, b.y, b.z) == pytest.approx((s, 0.0, s))
+    assert poses.poses[0].orientation.w == pytest.approx(1.0)
+
+
+def test_uncalibrated_camera_info_is_ignored() -> None:
+    assert messages.CameraModel.from_camera_info(CameraInfo()) is None
+
+
+def test_markers_start_with_deleteall_and_pair_arrow_sphere() -> None:
+    from visualization_msgs.msg import Marker
+
+    insts = [
+        _Inst(tip=(10.0, 10.0), entry=(0.0, 0.0), axis=(0.7, 0.7)),
+        _Inst((50.0, 5.0), (0.0, 5.0), (1, 0)),
+    ]
+    out = messages.instruments_to_markers(insts, Header(frame_id="cam"))
+    assert out.markers[0].action == Marker.DELETEALL
+    assert [m.type for m in out.markers[1:]] == [Marker.ARROW, Marker.SPHERE] * 2
+    assert len({m.id for m in out.markers[1:]}) == 4
+    assert messages.instruments_to_markers([], Header()).markers[0].action == Marker.DELETEALL
+
+
+@pytest.mark.skipif(not messages.HAVE_VISION_MSGS, reason="vision_msgs not installed")
+def test_detections_and_label_info() -> None:
+    inst = _Inst(tip=(10.0, 10.0), entry=(0.0, 0.0), axis=(1.0, 0.0), track_id=7, class_id=2, score=0.8)
+    dets = messages.instruments_to_detections([inst], Header(frame_id="cam"), ("background", "shaft", "jaw"))
+    d = dets.detections[0]
+    assert d.id == "7" and d.results[0].hypothesis.class_id == "jaw"
+    assert d.results[0].hypothesis.score == pytest.approx(0.8)
+    assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x) == (25.0, 40.0, 30.0)
+    info = messages.label_info(("background", "shaft"), 0.5, Header())
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "background"), (1, "shaft")]
+    assert info.threshold == pytest.approx(0.5)

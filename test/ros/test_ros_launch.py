@@ -1,0 +1,93 @@
+"""Static agreement of launch/segmentation.launch.py, setup.py, config/segmentation.yaml and the
+parameter table. Plain text/AST parsing, so it runs everywhere (no ROS needed)."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH = ROOT / "launch" / "segmentation.launch.py"
+CONFIG = ROOT / "config" / "segmentation.yaml"
+
+
+def _constants(path: Path) -> dict[str, object]:
+    tree = ast.parse(path.read_text())
+    out: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            with contextlib.suppress(ValueError):  # not a literal: not a constant we compare
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def _declared_launch_arguments() -> set[str]:
+    return set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
+
+
+def _spec_names() -> list[str]:
+    source = (ROOT / "cct_surgical_seg" / "ros" / "parameters.py").read_text()
+    return re.findall(r'ParamSpec\(\s*"(\w+)"', source)
+
+
+def test_launch_executable_and_node_name_match_setup_py() -> None:
+    launch = _constants(LAUNCH)
+    setup = _constants(ROOT / "setup.py")
+    assert launch["PACKAGE"] == setup["PACKAGE"] == "cct_surgical_seg"
+    entry = setup["ENTRY_POINTS"][launch["EXECUTABLE"]]
+    assert entry == "cct_surgical_seg.ros.segmentation_node:main"
+    wrapper = ROOT / "bin" / launch["EXECUTABLE"]
+    assert wrapper.is_file() and "segmentation_node import main" in wrapper.read_text()
+    node_name = _constants(ROOT / "cct_surgical_seg" / "ros" / "segmentation_node.py")["NODE_NAME"]
+    assert launch["NODE_NAME"] == node_name
+
+
+def test_launch_arguments_cover_the_contract_and_map_to_real_parameters() -> None:
+    args = _declared_launch_arguments()
+    assert {
+        "params_file",
+        "model",
+        "backend",
+        "image_topic",
+        "namespace",
+        "use_sim_time",
+        "autostart",
+        "log_level",
+    } <= args
+    launch = _constants(LAUNCH)
+    assert set(launch["OVERRIDES"]) <= args
+    assert set(launch["OVERRIDES"].values()) <= set(_spec_names())
+
+
+def test_yaml_targets_the_node_and_sets_exactly_the_declared_parameters() -> None:
+    doc = yaml.safe_load(CONFIG.read_text())
+    assert list(doc) == ["/**/" + _constants(LAUNCH)["NODE_NAME"]]
+    params = doc["/**/segmentation_node"]["ros__parameters"]
+    assert sorted(params) == sorted(_spec_names())
+
+
+def test_yaml_values_are_valid_for_their_descriptors() -> None:
+    import pytest
+
+    pytest.importorskip("rcl_interfaces", reason="rcl_interfaces (ROS 2) not importable")
+    from cct_surgical_seg.ros import parameters
+
+    params = yaml.safe_load(CONFIG.read_text())["/**/segmentation_node"]["ros__parameters"]
+    for name, value in params.items():
+        spec = parameters.SPEC_BY_NAME[name]
+        assert type(value) is type(spec.default), name
+        if spec.choices:
+            assert value in spec.choices, name
+        if spec.low is not None:
+            assert spec.low <= value <= spec.high, name
+
+
+def test_setup_installs_launch_and_config() -> None:
+    text = (ROOT / "setup.py").read_text()
+    assert 'glob("launch/*.py")' in text and 'glob("config/*.yaml")' in text
+    assert 'glob("config/*.xml")' in text  # the Fast DDS profile
+    assert (ROOT / "config" / "fastdds_shm.xml").is_file()
