@@ -1,0 +1,441 @@
+"""``cct-demo``: simulated endoscope -> segmentation node in a real ROS 2 graph, scored live.
+
+Starts ``cct-sim`` and ``segmentation_node`` as two separate processes on a private ROS
+domain (localhost discovery, the repository's Fast DDS shared-memory profile), listens to both
+from this process, and after ``--duration`` seconds prints per-frame latency (image stamp ->
+mask received), Dice/IoU against the simulator's ground-truth masks, and tip error against its
+ground-truth tips; saves an overlay strip (PNG), a JSON summary and optionally an mp4.
+
+Why separate processes and a real graph: that is how the node runs on a robot, so the demo
+exercises discovery, QoS matching, serialisation and the node's threading, not just the
+pipeline. Exit code 1 when no mask arrived (nothing to show is a failure, not a summary of
+zeros), 2 for bad arguments or a missing model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import cct_surgical_seg
+from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json
+from cct_surgical_seg.sim.evaluation import (
+    SegmentationScore,
+    TipScore,
+    format_table,
+    pose_positions_to_pixels,
+    summary_rows,
+)
+from cct_surgical_seg.sim.publisher import (
+    DEFAULT_CAMERA_INFO_TOPIC,
+    DEFAULT_GT_MASK_TOPIC,
+    DEFAULT_GT_TIPS_TOPIC,
+    DEFAULT_IMAGE_TOPIC,
+)
+
+NODE_NAME = "segmentation_node"
+CLASS_COLOURS_BGR = {1: (255, 200, 40), 2: (40, 220, 255)}  # shaft cyan-ish, manipulator amber
+
+
+def package_root() -> Path:
+    """The folder holding ``cct_surgical_seg`` (repository root in a checkout)."""
+    return Path(cct_surgical_seg.__file__).resolve().parent.parent
+
+
+def _share_file(*parts: str) -> Path | None:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        path = Path(get_package_share_directory("cct_surgical_seg")).joinpath(*parts)
+        return path if path.exists() else None
+    except Exception:  # ament index missing or package not installed
+        return None
+
+
+def default_model() -> Path:
+    """models/cct_demo.onnx of the checkout, else of the installed share directory."""
+    repo = package_root() / "models" / "cct_demo.onnx"
+    return repo if repo.is_file() else (_share_file("models", "cct_demo.onnx") or repo)
+
+
+def fastdds_profile() -> Path | None:
+    repo = package_root() / "config" / "fastdds_shm.xml"
+    return repo if repo.is_file() else _share_file("config", "fastdds_shm.xml")
+
+
+def graph_env(domain_id: int) -> dict[str, str]:
+    """Environment for the children: private domain, localhost only, our DDS profile."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    profile = fastdds_profile()
+    if profile is not None:
+        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root()), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if env.get("VIRTUAL_ENV") and "AMENT_PREFIX_PATH" not in env:
+        env["AMENT_PREFIX_PATH"] = env["VIRTUAL_ENV"]
+    return env
+
+
+@dataclass
+class Collected:
+    """Everything heard on the graph, keyed by header stamp (ns)."""
+
+    images: dict[int, np.ndarray] = field(default_factory=dict)
+    gt_masks: dict[int, np.ndarray] = field(default_factory=dict)
+    gt_tips: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    tips: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    k: tuple[float, ...] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Listener:
+    """An rclpy node in this process that records the simulator's truth and the node's output."""
+
+    def __init__(self, keep_images: int, node_prefix: str = f"/{NODE_NAME}") -> None:
+        import rclpy
+        from geometry_msgs.msg import PoseArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from cct_surgical_seg.ros.conversions import image_to_rgb
+
+        self._rclpy = rclpy
+        self._to_rgb = image_to_rgb
+        self.data = Collected()
+        self.keep_images = keep_images
+        self.node = rclpy.create_node("cct_demo_listener")
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        sub = self.node.create_subscription
+        sub(Image, DEFAULT_IMAGE_TOPIC, self._on_image, reliable)
+        sub(Image, DEFAULT_GT_MASK_TOPIC, self._on_gt_mask, reliable)
+        sub(PoseArray, DEFAULT_GT_TIPS_TOPIC, self._on_gt_tips, reliable)
+        sub(CameraInfo, DEFAULT_CAMERA_INFO_TOPIC, self._on_info, reliable)
+        sub(Image, f"{node_prefix}/mask", self._on_mask, reliable)
+        sub(PoseArray, f"{node_prefix}/instruments", self._on_tips, reliable)
+
+    @staticmethod
+    def _stamp(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    def _on_image(self, msg) -> None:
+        if len(self.data.images) < self.keep_images:
+            with self.data.lock:
+                self.data.images[self._stamp(msg)] = self._to_rgb(msg)
+
+    def _on_gt_mask(self, msg) -> None:
+        with self.data.lock:
+            self.data.gt_masks[self._stamp(msg)] = self._to_rgb(msg)[:, :, 0].copy()
+
+    def _on_gt_tips(self, msg) -> None:
+        with self.data.lock:
+            self.data.gt_tips[self._stamp(msg)] = [(p.position.x, p.position.y) for p in msg.poses]
+
+    def _on_info(self, msg) -> None:
+        self.data.k = tuple(float(v) for v in msg.k)
+
+    def _on_mask(self, msg) -> None:
+        now = time.time_ns()
+        stamp = self._stamp(msg)
+        with self.data.lock:
+            self.data.masks[stamp] = self._to_rgb(msg)[:, :, 0].copy()
+            self.data.latency_ms[stamp] = (now - stamp) / 1e6
+
+    def _on_tips(self, msg) -> None:
+        with self.data.lock:
+            self.data.tips[self._stamp(msg)] = [(p.position.x, p.position.y, p.position.z) for p in msg.poses]
+
+    def spin_until(self, done, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._rclpy.spin_once(self.node, timeout_sec=0.05)
+            if done():
+                return True
+        return False
+
+
+def score(data: Collected, class_names: tuple[str, ...]) -> tuple[SegmentationScore, TipScore, list[int]]:
+    """Scores over every stamp that has both a prediction and the truth."""
+    seg, tips = SegmentationScore(num_classes=max(3, len(class_names))), TipScore()
+    scored = sorted(set(data.masks) & set(data.gt_masks))
+    for stamp in scored:
+        seg.update(data.masks[stamp], data.gt_masks[stamp])
+        if stamp in data.tips and stamp in data.gt_tips:
+            tips.update(pose_positions_to_pixels(data.tips[stamp], data.k), data.gt_tips[stamp])
+    return seg, tips, scored
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray, pred_tips: list, true_tips: list) -> np.ndarray:
+    """BGR frame with the predicted classes tinted, true tips (green rings), predicted (crosses)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    tint = bgr.copy()
+    for cls, colour in CLASS_COLOURS_BGR.items():
+        tint[mask == cls] = colour
+    out = cv2.addWeighted(bgr, 0.55, tint, 0.45, 0)
+    for x, y in true_tips:
+        cv2.circle(out, (round(x), round(y)), 9, (60, 230, 60), 2, cv2.LINE_AA)
+    for x, y in pred_tips:
+        cv2.drawMarker(out, (round(x), round(y)), (0, 255, 255), cv2.MARKER_TILTED_CROSS, 14, 2, cv2.LINE_AA)
+    return out
+
+
+def _terminate(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cct-demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/cct_demo.onnx)")
+    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"))
+    p.add_argument("--duration", type=float, default=6.0, help="seconds of video to stream")
+    p.add_argument("--rate", type=float, default=15.0, help="frames per second sent by the simulator")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--instruments", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", type=float, default=0.0)
+    p.add_argument(
+        "--palette",
+        choices=("endoscope", "rule"),
+        default="endoscope",
+        help="scene colours ('rule': for the colour-rule test model)",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for the strip, JSON, video")
+    p.add_argument("--video", action="store_true", help="also save an mp4 of the overlays")
+    p.add_argument("--strip-frames", type=int, default=5)
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=90.0,
+        help="seconds to wait for the node to load its model and subscribe",
+    )
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a random private one)")
+    p.add_argument("--node-log", type=Path, default=None, help="write the node's output here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model = (args.model or default_model()).resolve()
+    if not model.is_file():
+        print(
+            f"cct-demo: model {model} not found; train one (cct-train on cct-sim --dataset data, then "
+            "cct-export) or pass --model",
+            file=sys.stderr,
+        )
+        return 2
+    domain = args.domain_id if args.domain_id is not None else random.Random(os.getpid()).randint(1, 101)
+    env = graph_env(domain)
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    if "FASTDDS_DEFAULT_PROFILES_FILE" in env:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
+    frames = max(1, round(args.duration * args.rate))
+    py = sys.executable
+    node_cmd = [
+        py,
+        "-m",
+        "cct_surgical_seg.ros.segmentation_node",
+        "--ros-args",
+        "-p",
+        f"model_path:={model}",
+        "-p",
+        f"backend:={args.backend}",
+        "-p",
+        f"image_topic:={DEFAULT_IMAGE_TOPIC}",
+        "-p",
+        f"camera_info_topic:={DEFAULT_CAMERA_INFO_TOPIC}",
+        "-p",
+        "qos_reliability:=reliable",
+        "-p",
+        "qos_depth:=2",
+    ]
+    sim_cmd = [
+        py,
+        "-m",
+        "cct_surgical_seg.sim.publisher",
+        "--frames",
+        str(frames),
+        "--rate",
+        str(args.rate),
+        "--fps",
+        str(args.rate),
+        "--width",
+        str(args.width),
+        "--height",
+        str(args.height),
+        "--instruments",
+        str(args.instruments),
+        "--seed",
+        str(args.seed),
+        "--smoke",
+        str(args.smoke),
+        "--palette",
+        args.palette,
+        "--wait-for-subscribers",
+        str(args.startup_timeout),
+        "--min-subscribers",
+        "2",
+    ]
+
+    import rclpy
+
+    rclpy.init()
+    listener = Listener(keep_images=frames)
+    log = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL  # noqa: SIM115
+    print(f"cct-demo: ROS_DOMAIN_ID={domain}, model {model}, {frames} frames at {args.rate:g} Hz")
+    node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sim = None
+    try:
+        # Start the stream only once the node is active (subscribed to images) and our listener
+        # is matched to its mask publisher, so no frame is sent into a half-built graph.
+        listener.spin_until(
+            lambda: node.poll() is not None
+            or (listener.node.count_subscribers(DEFAULT_IMAGE_TOPIC) >= 2
+                and listener.node.count_publishers(f"/{NODE_NAME}/mask") >= 1),
+            args.startup_timeout,
+        )
+        sim = subprocess.Popen(sim_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        start = time.monotonic()
+        listener.spin_until(
+            lambda: sim.poll() is not None or node.poll() is not None,
+            args.startup_timeout + args.duration * 3 + 10,
+        )
+        # The last frames are still in flight through the node: wait while masks keep coming.
+        while len(listener.data.masks) < len(listener.data.gt_masks):
+            before = len(listener.data.masks)
+            if not listener.spin_until(lambda n=before: len(listener.data.masks) > n, 3.0):
+                break
+        wall = time.monotonic() - start
+    finally:
+        for proc in (sim, node):
+            if proc is not None:
+                _terminate(proc)
+        listener.node.destroy_node()
+        rclpy.try_shutdown()
+        if log is not subprocess.DEVNULL:
+            log.close()
+    if node.returncode not in (0, -signal.SIGINT, None) and not listener.data.masks:
+        print(
+            f"cct-demo: segmentation_node exited with code {node.returncode}"
+            + (f" (log: {args.node_log})" if args.node_log else " (pass --node-log FILE for its output)"),
+            file=sys.stderr,
+        )
+    return report(listener.data, frames, wall, args)
+
+
+def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) -> int:
+    class_names = ("background", "shaft", "manipulator")
+    seg, tips, scored = score(data, class_names)
+    lat = np.asarray([data.latency_ms[s] for s in scored if s in data.latency_ms])
+    rows = [
+        ("frames sent / truth heard / masks received", f"{sent} / {len(data.gt_masks)} / {len(data.masks)}")
+    ]
+    if lat.size:
+        rows.append(
+            (
+                "latency mean / p50 / p95 / max (ms)",
+                f"{lat.mean():.1f} / {np.percentile(lat, 50):.1f} / {np.percentile(lat, 95):.1f} / "
+                f"{lat.max():.1f}",
+            )
+        )
+    rows.append(("stream wall time (s)", f"{wall_s:.1f}"))
+    if scored:
+        rows += summary_rows(seg, tips, class_names)
+    print("cct-demo summary:")
+    print(format_table(rows))
+    if not data.masks:
+        print("cct-demo: no mask arrived from segmentation_node", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    panels = []
+    with_images = [s for s in scored if s in data.images]
+    picks = [
+        with_images[round(i)]
+        for i in np.linspace(0, len(with_images) - 1, min(args.strip_frames, len(with_images)))
+    ]
+    for stamp in with_images if args.video else picks:
+        pred = pose_positions_to_pixels(data.tips.get(stamp, []), data.k)
+        panels.append(
+            (stamp, overlay(data.images[stamp], data.masks[stamp], pred, data.gt_tips.get(stamp, [])))
+        )
+    if panels:
+        strip = np.hstack([p for s, p in panels if s in picks])
+        ok, png = cv2.imencode(".png", strip)
+        if ok:
+            atomic_write_bytes(args.out / "demo_strip.png", png.tobytes())
+            print(f"cct-demo: overlay strip -> {args.out / 'demo_strip.png'}")
+    if args.video and panels:
+        _write_video(args.out / "demo.mp4", [p for _, p in panels], args.rate)
+    atomic_write_json(
+        args.out / "demo_summary.json",
+        {
+            "frames_sent": sent,
+            "masks_received": len(data.masks),
+            "frames_scored": len(scored),
+            "latency_ms": {
+                "mean": _f(lat.mean()) if lat.size else None,
+                "p95": _f(np.percentile(lat, 95)) if lat.size else None,
+            },
+            "instrument_dice": _f(seg.binary_dice()),
+            "instrument_iou": _f(seg.binary_iou()),
+            "class_dice": [_f(v) for v in seg.dice()],
+            "class_iou": [_f(v) for v in seg.iou()],
+            "tip_error_px": {
+                "mean": _f(tips.mean()),
+                "median": _f(tips.median()),
+                "matched": tips.matched,
+                "missed": tips.missed,
+                "extra": tips.false_alarms,
+            },
+            "model": str(args.model or default_model()),
+        },
+    )
+    return 0
+
+
+def _f(v: float) -> float | None:
+    return None if v is None or math.isnan(float(v)) else round(float(v), 4)
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """mp4 via OpenCV's bundled encoder, written next to the target then renamed into place."""
+    tmp = path.with_name(f".{path.stem}.tmp.mp4")
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        print("cct-demo: this OpenCV build cannot write mp4; skipped the video", file=sys.stderr)
+        return
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    os.replace(tmp, path)
+    print(f"cct-demo: video -> {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""cct-sim --bag and cct-bag: round trip, stamps, error handling, no half-written outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rosbags")
+
+from rosbags.highlevel import AnyReader
+
+from cct_surgical_seg.sim import bag_messages as bm
+from cct_surgical_seg.sim.bag import BagError, make_pipeline, segment_bag
+from cct_surgical_seg.sim.bag import main as bag_main
+from cct_surgical_seg.sim.publisher import main as sim_main
+
+FRAMES = 6
+SIZE = ["--width", "160", "--height", "128"]
+
+
+def _sim_bag(path: Path, *extra: str) -> Path:
+    assert (
+        sim_main(
+            ["--bag", str(path), "--frames", str(FRAMES), "--instruments", "2", *SIZE, "--quiet", *extra]
+        )
+        == 0
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def sim_bag(tmp_path_factory) -> Path:
+    return _sim_bag(tmp_path_factory.mktemp("bags") / "sim")
+
+
+def _read(path: Path) -> dict[str, list[tuple[str, int, object]]]:
+    out: dict[str, list[tuple[str, int, object]]] = {}
+    with AnyReader([path]) as reader:
+        for conn, logtime, raw in reader.messages():
+            out.setdefault(conn.topic, []).append(
+                (conn.msgtype, logtime, reader.deserialize(raw, conn.msgtype))
+            )
+    return out
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_sim_bag_contents(sim_bag: Path) -> None:
+    topics = _read(sim_bag)
+    assert {t: len(v) for t, v in topics.items()} == {
+        "/camera/image_raw": FRAMES,
+        "/camera/camera_info": FRAMES,
+        "/camera/gt/mask": FRAMES,
+        "/camera/gt/tips": FRAMES,
+    }
+    for msgtype, logtime, msg in topics["/camera/image_raw"]:
+        assert msgtype == bm.IMAGE and msg.encoding == "bgr8" and (msg.width, msg.height) == (160, 128)
+        assert bm.stamp_ns(msg.header.stamp) == logtime
+
+
+@pytest.mark.parametrize("storage,extra", [("mcap", []), ("sqlite3", ["--compressed"])])
+def test_round_trip(tmp_path: Path, rule_onnx: Path, storage: str, extra: list[str], capsys) -> None:
+    src = _sim_bag(tmp_path / "in", "--storage", storage, *extra)
+    out = tmp_path / "out"
+    assert (
+        bag_main(
+            [
+                str(src),
+                str(out),
+                "--model",
+                str(rule_onnx),
+                "--backend",
+                "onnxruntime",
+                "--storage",
+                storage,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "instrument Dice" in printed and "tip error" in printed
+    topics = _read(out)
+    image_topic = "/camera/image_raw/compressed" if extra else "/camera/image_raw"
+    assert image_topic in topics and len(topics["/camera/gt/mask"]) == FRAMES  # inputs copied
+    input_stamps = [bm.stamp_ns(m.header.stamp) for _, _, m in topics[image_topic]]
+    input_logtimes = [t for _, t, _ in topics[image_topic]]
+    expected_types = {"mask": bm.IMAGE, "instruments": bm.POSE_ARRAY, "markers": bm.MARKER_ARRAY}
+    for name, msgtype in expected_types.items():
+        msgs = topics[f"/segmentation_node/{name}"]
+        assert len(msgs) == FRAMES
+        assert {t for t, _, _ in msgs} == {msgtype}
+        assert [t for _, t, _ in msgs] == input_logtimes
+        if name != "markers":
+            assert [bm.stamp_ns(m.header.stamp) for _, _, m in msgs] == input_stamps
+    for _, _, mask in topics["/segmentation_node/mask"]:
+        assert mask.encoding == "mono8" and (mask.width, mask.height) == (160, 128)
+        assert set(mask.data.tolist()) <= {0, 1, 2}
+    assert _leftovers(tmp_path) == []
+
+
+def test_no_copy_writes_only_results(tmp_path: Path, sim_bag: Path, rule_onnx: Path) -> None:
+    out = tmp_path / "out"
+    assert bag_main([str(sim_bag), str(out), "--model", str(rule_onnx), "--no-copy", "--quiet"]) == 0
+    assert set(_read(out)) == {
+        "/segmentation_node/mask",
+        "/segmentation_node/instruments",
+        "/segmentation_node/markers",
+    }
+
+
+def test_truncated_bag_is_a_clear_error(tmp_path: Path, rule_onnx: Path, capsys) -> None:
+    src = _sim_bag(tmp_path / "in")
+    data = next(src.glob("*.mcap"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert bag_main([str(src), str(out), "--model", str(rule_onnx), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "truncated" in err and str(src) in err
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "topic,reason", [("/nope", "not in the bag"), ("/camera/camera_info", "expected one of")]
+)
+def test_bad_topic_is_a_clear_error(
+    tmp_path: Path, sim_bag: Path, rule_onnx: Path, topic: str, reason: str, capsys
+) -> None:
+    out = tmp_path / "out"
+    assert bag_main([str(sim_bag), str(out), "--model", str(rule_onnx), "--topic", topic, "--quiet"]) == 2
+    assert reason in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_existing_output_is_kept(tmp_path: Path, sim_bag: Path, rule_onnx: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious").write_text("x")
+    assert bag_main([str(sim_bag), str(out), "--model", str(rule_onnx), "--quiet"]) == 2
+    assert (out / "precious").read_text() == "x"
+
+
+class _FailsOnThirdFrame:
+    """A pipeline that dies mid-bag, like a crash or Ctrl-C half-way."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+        self.info = inner.info
+
+    def __call__(self, rgb):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return self.inner(rgb)
+
+
+@pytest.mark.parametrize("keep_partial", [False, True])
+def test_failure_midway_leaves_no_half_bag(
+    tmp_path: Path, sim_bag: Path, rule_onnx: Path, keep_partial: bool
+) -> None:
+    out = tmp_path / "out"
+    pipeline = _FailsOnThirdFrame(make_pipeline(rule_onnx, "onnxruntime"))
+    with pytest.raises(KeyboardInterrupt):
+        segment_bag(sim_bag, out, pipeline, keep_partial=keep_partial)
+    assert not out.exists() and _leftovers(tmp_path) == []
+    partial = tmp_path / "out.partial"
+    assert partial.exists() == keep_partial
+    if keep_partial:  # what was written before the failure is a readable bag
+        assert len(_read(partial)["/segmentation_node/mask"]) == 2
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path, rule_onnx: Path) -> None:
+    with pytest.raises(BagError, match="does not exist"):
+        segment_bag(tmp_path / "missing", tmp_path / "out", make_pipeline(rule_onnx, "onnxruntime"))
