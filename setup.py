@@ -43,6 +43,5 @@ setup(
     maintainer_email="maintainers@cct-surgical-seg.invalid",
     description="Cross-Consistency Training and ROS 2 inference for surgical-instrument segmentation",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={"console_scripts": [f"{name} = {target}" for name, target in ENTRY_POINTS.items()]},
 )

@@ -41,5 +41,7 @@ else
 fi
 
 log "installing cct_surgical_seg"
+rm -rf "$ROOT/build"  # a stale build/lib would reinstall files deleted from the source
 "${PIP[@]}" install --no-deps --no-build-isolation --force-reinstall "$ROOT"
+rm -rf "$ROOT/build"
 log "ready: . $ROOT/scripts/env.sh"
