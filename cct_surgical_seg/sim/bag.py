@@ -32,7 +32,7 @@ from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 
 from cct_surgical_seg.sim import bag_messages as bm
-from cct_surgical_seg.sim.evaluation import SegmentationScore, TipScore, format_table, summary_rows
+from cct_surgical_seg.sim.evaluation import ConfusionMatrix, TipErrors, format_rows, summary_rows
 
 IMAGE_TYPES = (bm.IMAGE, bm.COMPRESSED_IMAGE)
 DEFAULT_PREFIX = "/segmentation_node"
@@ -86,8 +86,8 @@ class BagReport:
     frames: int = 0
     bad_frames: int = 0
     written: dict[str, int] = field(default_factory=dict)
-    segmentation: SegmentationScore | None = None
-    tips: TipScore | None = None
+    segmentation: ConfusionMatrix | None = None
+    tips: TipErrors | None = None
     class_names: tuple[str, ...] = ("background", "shaft", "manipulator")
 
 
@@ -173,9 +173,9 @@ def segment_bag(
         gt_mask = by_topic.get(gt_mask_topic) if gt_mask_topic else None
         gt_tips = by_topic.get(gt_tips_topic) if gt_tips_topic else None
         if gt_mask is not None:
-            report.segmentation = SegmentationScore(num_classes=max(3, len(report.class_names)))
+            report.segmentation = ConfusionMatrix(num_classes=max(3, len(report.class_names)))
         if gt_tips is not None:
-            report.tips = TipScore()
+            report.tips = TipErrors()
         wanted = (
             list(reader.connections) if copy_input else [image_conn] + [c for c in (gt_mask, gt_tips) if c]
         )
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {count}")
     if report.segmentation is not None and report.segmentation.frames:
         print("ground truth comparison:")
-        print(format_table(summary_rows(report.segmentation, report.tips or TipScore(), report.class_names)))
+        print(format_rows(summary_rows(report.segmentation, report.tips or TipErrors(), report.class_names)))
     return 0
 
 

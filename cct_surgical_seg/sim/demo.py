@@ -31,10 +31,11 @@ import numpy as np
 
 import cct_surgical_seg
 from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json
+from cct_surgical_seg.metrics import binary_dice_iou, dice_iou
 from cct_surgical_seg.sim.evaluation import (
-    SegmentationScore,
-    TipScore,
-    format_table,
+    ConfusionMatrix,
+    TipErrors,
+    format_rows,
     pose_positions_to_pixels,
     summary_rows,
 )
@@ -169,9 +170,9 @@ class Listener:
         return False
 
 
-def score(data: Collected, class_names: tuple[str, ...]) -> tuple[SegmentationScore, TipScore, list[int]]:
+def score(data: Collected, class_names: tuple[str, ...]) -> tuple[ConfusionMatrix, TipErrors, list[int]]:
     """Scores over every stamp that has both a prediction and the truth."""
-    seg, tips = SegmentationScore(num_classes=max(3, len(class_names))), TipScore()
+    seg, tips = ConfusionMatrix(num_classes=max(3, len(class_names))), TipErrors()
     scored = sorted(set(data.masks) & set(data.gt_masks))
     for stamp in scored:
         seg.update(data.masks[stamp], data.gt_masks[stamp])
@@ -367,7 +368,7 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
     if scored:
         rows += summary_rows(seg, tips, class_names)
     print("cct-demo summary:")
-    print(format_table(rows))
+    print(format_rows(rows))
     if not data.masks:
         print("cct-demo: no mask arrived from segmentation_node", file=sys.stderr)
         return 1
@@ -401,10 +402,10 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
                 "mean": _f(lat.mean()) if lat.size else None,
                 "p95": _f(np.percentile(lat, 95)) if lat.size else None,
             },
-            "instrument_dice": _f(seg.binary_dice()),
-            "instrument_iou": _f(seg.binary_iou()),
-            "class_dice": [_f(v) for v in seg.dice()],
-            "class_iou": [_f(v) for v in seg.iou()],
+            "instrument_dice": _f(binary_dice_iou(seg.matrix)[0]),
+            "instrument_iou": _f(binary_dice_iou(seg.matrix)[1]),
+            "class_dice": [_f(v) for v in dice_iou(seg.matrix)[0]],
+            "class_iou": [_f(v) for v in dice_iou(seg.matrix)[1]],
             "tip_error_px": {
                 "mean": _f(tips.mean()),
                 "median": _f(tips.median()),
