@@ -47,7 +47,7 @@ def rclpy_available() -> bool:
 
 # --- model fixtures (owned by deploy: tiny_checkpoint, tiny_onnx, rule_onnx) ---
 # Session-scoped and built on the fly (no files in the repo, no network). The ONNX export of the
-# tiny model takes ~15 s on 2 cores (dynamo exporter), so it happens once per session and only for
+# tiny model takes a few seconds on 2 cores, so it happens once per session and only for
 # tests that ask for it; ``rule_onnx`` is built from onnx.helper in milliseconds and needs no torch.
 
 #: The fixed network size of ``tiny_onnx`` (H, W): deliberately not the frame size of most tests,

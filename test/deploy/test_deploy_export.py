@@ -11,7 +11,14 @@ from onnx import TensorProto, helper
 
 from cct_surgical_seg.deploy.backends import create_backend
 from cct_surgical_seg.deploy.errors import ExportError
-from cct_surgical_seg.deploy.export import OPSET, check_graph, check_tensorrt_ops, main
+from cct_surgical_seg.deploy.export import (
+    DEFAULT_EXPORTER,
+    OPSETS,
+    check_graph,
+    check_tensorrt_ops,
+    export_onnx,
+    main,
+)
 from cct_surgical_seg.deploy.model_info import ModelInfo, read_onnx_info
 from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
 
@@ -30,7 +37,8 @@ def test_metadata_round_trips_into_model_info(tiny_checkpoint, tiny_onnx) -> Non
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == [
         "probs"
     ]
-    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {OPSET}
+    opsets = {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
+    assert opsets == {OPSETS[DEFAULT_EXPORTER]}
     check_graph(model)  # the exported graph passes its own checks
 
 
@@ -84,3 +92,21 @@ def test_uncertainty_export_needs_aux_decoders(tmp_path) -> None:
     assert main([str(tmp_path / "plain.pt"), "-o", str(tmp_path / "x.onnx"), "--uncertainty"]) == 1
     assert not (tmp_path / "x.onnx").exists()
     assert main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
+
+
+def test_dynamo_exporter_gives_the_same_probabilities(tiny_checkpoint, tiny_onnx, tmp_path) -> None:
+    """The non-default exporter stays usable: same outputs as the default export, opset 18."""
+    import numpy as np
+
+    from cct_surgical_seg.deploy.backends import create_backend
+
+    out = tmp_path / "dynamo.onnx"
+    export_onnx(tiny_checkpoint, out, input_size=(64, 80), exporter="dynamo")
+    model = onnx.load(str(out))
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {OPSETS["dynamo"]}
+    batch = np.random.default_rng(0).uniform(0, 255, (2, 3, 64, 80)).astype(np.float32)
+    ref = create_backend("onnxruntime", tiny_onnx).infer(batch).probs
+    got = create_backend("onnxruntime", out).infer(batch).probs
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(ExportError, match="unknown exporter"):
+        export_onnx(tiny_checkpoint, tmp_path / "x.onnx", exporter="tensorflow")
