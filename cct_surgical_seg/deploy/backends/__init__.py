@@ -28,7 +28,7 @@ _TRT_OPTIONS = {
     "dynamic_profile",
     "device_index",
 }
-_ORT_OPTIONS = {"device", "num_threads"}
+_ORT_OPTIONS = {"device", "num_threads", "spin"}
 _TORCH_OPTIONS = {"device", "num_threads", "input_size", "uncertainty", "max_heads"}
 
 __all__ = ["KINDS", "Backend", "BackendOutput", "create_backend"]
@@ -89,7 +89,8 @@ def create_backend(kind: str, model_path: str | os.PathLike[str], **options: Any
 
     Options (ignored where a runtime has no such knob, so one config serves every kind):
     ``device`` (onnxruntime: cpu|cuda|tensorrt; torch: cpu|cuda), ``num_threads``,
-    ``input_size`` (torch), ``precision``/``cache_dir``/``calibration_frames``/``workspace_mb``/
+    ``spin`` (onnxruntime: busy-waiting worker threads, default off), ``input_size`` (torch),
+    ``precision``/``cache_dir``/``calibration_frames``/``workspace_mb``/
     ``max_batch``/``dynamic_profile`` (tensorrt). ``ModelLoadError`` for a bad model file,
     ``BackendUnavailableError`` when the runtime is missing.
     """

@@ -47,7 +47,11 @@ class OnnxRuntimeBackend(Backend):
         *,
         device: str = "cpu",
         num_threads: int | None = None,
+        spin: bool = False,
     ) -> None:
+        """``spin``: let ORT's worker threads busy-wait between runs. Off by default: spinning
+        wins a little throughput on an idle machine, but in a ROS process it burns the cores that
+        DDS, the executor and other nodes need between frames, which costs far more latency."""
         import onnxruntime as ort
 
         path = check_model_file(model_path, "ONNX")
@@ -66,6 +70,8 @@ class OnnxRuntimeBackend(Backend):
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         if num_threads is not None:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
