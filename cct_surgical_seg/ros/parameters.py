@@ -30,7 +30,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
-PACKAGE = "cct_surgical_seg"
+from cct_surgical_seg.resources import share_dir
 
 
 @dataclass(frozen=True)
@@ -213,17 +213,6 @@ def validate(params, structural_locked: bool) -> SetParametersResult:
                 "(model/backend apply on configure, topics/QoS on activate)",
             )
     return SetParametersResult(successful=True)
-
-
-def share_dir() -> Path | None:
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:
-        return None
-    try:
-        return Path(get_package_share_directory(PACKAGE))
-    except (PackageNotFoundError, ValueError, LookupError, KeyError):
-        return None
 
 
 def resolve_model_path(value: str) -> Path:

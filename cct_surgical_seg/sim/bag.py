@@ -31,6 +31,7 @@ from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.serde import SerdeError
 
+from cct_surgical_seg.resources import demo_model
 from cct_surgical_seg.sim import bag_messages as bm
 from cct_surgical_seg.sim.evaluation import ConfusionMatrix, TipErrors, format_rows, summary_rows
 
@@ -314,25 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_model() -> Path:
-    """The shipped demo model: repository checkout first, then the installed share directory."""
-    repo = Path(__file__).resolve().parents[2] / "models" / "cct_demo.onnx"
-    if repo.is_file():
-        return repo
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory("cct_surgical_seg")) / "models" / "cct_demo.onnx"
-        if shared.is_file():
-            return shared
-    except Exception:
-        pass
-    return repo
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = args.model or default_model()
+    model = args.model or demo_model()
     try:
         reader = open_reader(args.input)  # fail on a bad bag before loading a model
         reader.close()

@@ -29,9 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import cct_surgical_seg
 from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json
 from cct_surgical_seg.metrics import binary_dice_iou, dice_iou
+from cct_surgical_seg.resources import FASTDDS_PROFILE, checkout_root, demo_model, find_data_file
 from cct_surgical_seg.sim.evaluation import (
     ConfusionMatrix,
     TipErrors,
@@ -50,41 +50,15 @@ NODE_NAME = "segmentation_node"
 CLASS_COLOURS_BGR = {1: (255, 200, 40), 2: (40, 220, 255)}  # shaft cyan-ish, manipulator amber
 
 
-def package_root() -> Path:
-    """The folder holding ``cct_surgical_seg`` (repository root in a checkout)."""
-    return Path(cct_surgical_seg.__file__).resolve().parent.parent
-
-
-def _share_file(*parts: str) -> Path | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("cct_surgical_seg")).joinpath(*parts)
-        return path if path.exists() else None
-    except Exception:  # ament index missing or package not installed
-        return None
-
-
-def default_model() -> Path:
-    """models/cct_demo.onnx of the checkout, else of the installed share directory."""
-    repo = package_root() / "models" / "cct_demo.onnx"
-    return repo if repo.is_file() else (_share_file("models", "cct_demo.onnx") or repo)
-
-
-def fastdds_profile() -> Path | None:
-    repo = package_root() / "config" / "fastdds_shm.xml"
-    return repo if repo.is_file() else _share_file("config", "fastdds_shm.xml")
-
-
 def graph_env(domain_id: int) -> dict[str, str]:
     """Environment for the children: private domain, localhost only, our DDS profile."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    profile = fastdds_profile()
+    profile = find_data_file(*FASTDDS_PROFILE)
     if profile is not None:
         env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root()), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(checkout_root()), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     if env.get("VIRTUAL_ENV") and "AMENT_PREFIX_PATH" not in env:
         env["AMENT_PREFIX_PATH"] = env["VIRTUAL_ENV"]
@@ -242,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = (args.model or default_model()).resolve()
+    model = (args.model or demo_model()).resolve()
     if not model.is_file():
         print(
             f"cct-demo: model {model} not found; train one (cct-train on cct-sim --dataset data, then "
@@ -413,7 +387,7 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
                 "missed": tips.missed,
                 "extra": tips.false_alarms,
             },
-            "model": str(args.model or default_model()),
+            "model": str(args.model or demo_model()),
         },
     )
     return 0
