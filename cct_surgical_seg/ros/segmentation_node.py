@@ -282,6 +282,8 @@ class SegmentationNode(Node):
             try:
                 self.process_frame(msg, received_at)
             except Exception as exc:  # a bug or backend failure must not kill the worker
+                if not self.context.ok():  # shutting down: publishers vanished mid-frame
+                    return
                 self._stats.error()
                 self.get_logger().error(
                     f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0

@@ -317,14 +317,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"cct-sim: wrote {frames} frames ({n} messages) to {args.bag}")
         return 0
-    sent = run_live(
-        stream,
-        _frame_count(args, default=None),
-        args.rate or args.fps,
-        start_ns if args.clock else None,
-        args.wait_for_subscribers,
-        args.min_subscribers,
-    )
+    try:
+        sent = run_live(
+            stream,
+            _frame_count(args, default=None),
+            args.rate or args.fps,
+            start_ns if args.clock else None,
+            args.wait_for_subscribers,
+            args.min_subscribers,
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C (terminal + launch) while shutting down
+        return 130
     print(f"cct-sim: published {sent} frames", file=sys.stderr)
     return 0 if sent else 1
 
