@@ -26,7 +26,7 @@ import numpy as np
 
 try:  # optional: only used for encodings outside our own table
     from cv_bridge import CvBridge as _CvBridge  # type: ignore[import-not-found]
-except ImportError:  # the normal case in a pip-only environment
+except Exception:  # ImportError in a pip-only environment; the PyPI port breaks on NumPy 2 otherwise
     _CvBridge = None
 
 #: reasons a frame is refused; each one is a diagnostics counter
