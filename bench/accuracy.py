@@ -70,12 +70,20 @@ class Run:
 
 
 def plan(fractions: list[float], poisson: bool) -> list[Run]:
-    """Runs, smallest fraction first (the headline comparison)."""
-    runs: list[Run] = []
+    """Runs in the order that answers the goal soonest, since the table may span sessions.
+
+    First supervised and CCT at the smallest fraction (the headline comparison), then fully
+    labelled supervised (the 95 % reference), then CCT + Poisson at the smallest fraction, then
+    the remaining fractions.
+    """
+    smallest, largest = min(fractions), max(fractions)
+    runs = [Run("sup", smallest), Run("cct", smallest)]
+    if largest != smallest:
+        runs.append(Run("sup", largest))
+    if poisson:
+        runs.append(Run("cct_poisson", smallest))
     for fraction in sorted(fractions):
-        runs += [Run("sup", fraction), Run("cct", fraction)]
-        if poisson and fraction == min(fractions):
-            runs.append(Run("cct_poisson", fraction))
+        runs += [run for run in (Run("sup", fraction), Run("cct", fraction)) if run not in runs]
     return runs
 
 
@@ -175,7 +183,8 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
             "binary IoU | tip err. px (median) | steps | wall min |")
     lines = [f"# Accuracy on {dataset} (val video)", "", f"Settings: `{json.dumps(meta)}`", "", head,
              "|" + "---|" * 11]
-    for r in results:
+    order = {"sup": 0, "cct": 1, "cct_poisson": 2}
+    for r in sorted(results, key=lambda r: (r["fraction"], order[r["method"]])):
         lines.append(
             f"| {r['method']} | {r['fraction']:.3f} | {fmt(r['dice']['shaft'])} | "
             f"{fmt(r['dice']['manipulator'])} | {fmt(r['iou']['shaft'])} | {fmt(r['iou']['manipulator'])} | "
