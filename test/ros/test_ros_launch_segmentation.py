@@ -8,6 +8,7 @@ Collected by launch_testing's pytest plugin (``generate_test_description``).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import unittest
@@ -18,6 +19,8 @@ import pytest
 pytest.importorskip("launch_testing", reason="launch_testing (ros2-extras) not importable")
 pytest.importorskip("launch_ros", reason="launch_ros (ros2-extras) not importable")
 pytest.importorskip("rclpy", reason="rclpy not importable")
+# test/ holds helpers shared with other launch tests; launch_test (unlike pytest) does not add it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import launch_testing
 import launch_testing.actions
@@ -28,7 +31,7 @@ import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from lifecycle_msgs.srv import GetState
+from lifecycle_client import call_service, wait_until_active
 from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
@@ -113,24 +116,11 @@ class TestSegmentationLaunch(unittest.TestCase):
         cls.node.destroy_node()
         cls.context.try_shutdown()
 
-    def _call(self, srv, name, request, timeout=30.0):
-        client = self.node.create_client(srv, name)
-        self.assertTrue(client.wait_for_service(timeout_sec=timeout), f"{name} not available")
-        future = client.call_async(request)
-        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-        self.node.destroy_client(client)
-        self.assertTrue(future.done(), f"{name} did not answer")
-        return future.result()
+    def _call(self, srv, name, request):
+        return call_service(self.node, self.executor, srv, name, request)
 
     def _wait_active(self) -> None:
-        end = time.monotonic() + 60
-        label = ""
-        while time.monotonic() < end:
-            label = self._call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
-            if label == "active":
-                return
-            time.sleep(0.2)
-        self.fail(f"node state is '{label}', not active")
+        wait_until_active(self.node, self.executor, NODE, timeout=60.0)
 
     def test_1_node_reaches_active_in_the_namespace(self) -> None:
         self._wait_active()

@@ -16,6 +16,7 @@ Collected by launch_testing's pytest plugin (``generate_test_description``).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import unittest
@@ -27,6 +28,8 @@ pytest.importorskip("launch", reason="launch (ros2-extras) not importable")
 pytest.importorskip("launch_testing", reason="launch_testing (ros2-extras) not importable")
 pytest.importorskip("launch_ros", reason="launch_ros (ros2-extras) not importable")
 pytest.importorskip("rclpy", reason="rclpy not importable")
+# test/ holds helpers shared with other launch tests; launch_test (unlike pytest) does not add it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import launch_testing
 import launch_testing.actions
@@ -41,7 +44,7 @@ from launch.launch_description_sources import (
     get_launch_description_from_python_launch_file,
 )
 from launch.utilities import perform_substitutions
-from lifecycle_msgs.srv import GetState
+from lifecycle_client import call_service, wait_until_active
 from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -165,24 +168,11 @@ class TestDemoLaunch(unittest.TestCase):
             self.executor.spin_once(timeout_sec=0.1)
         self.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
-    def _call(self, srv, name, request, timeout=20.0):
-        client = self.node.create_client(srv, name)
-        self.assertTrue(client.wait_for_service(timeout_sec=timeout), f"{name} not available")
-        future = client.call_async(request)
-        self.executor.spin_until_future_complete(future, timeout_sec=timeout)
-        self.node.destroy_client(client)
-        self.assertTrue(future.done(), f"{name} did not answer")
-        return future.result()
+    def _call(self, srv, name, request):
+        return call_service(self.node, self.executor, srv, name, request)
 
     def _wait_active(self) -> None:
-        end = time.monotonic() + 40
-        label = ""
-        while time.monotonic() < end:
-            label = self._call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
-            if label == "active":
-                return
-            time.sleep(0.2)
-        self.fail(f"node state is '{label}', not active")
+        wait_until_active(self.node, self.executor, NODE, timeout=40.0)
 
     def test_0_defaults_of_the_launch_file(self) -> None:
         self.assertTrue(SHIPPED_MODEL.is_file(), f"shipped model missing: {SHIPPED_MODEL}")
