@@ -44,9 +44,11 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
         assert 0.0 <= r["binary_dice"] <= 1.0 and r["steps"] == 3
         assert set(r["tip_error_px"]) >= {"median", "matched", "missed"}
         assert r["latency_ms"]["frames"] > 0
+        assert r["checkpoint"] == "last.pt" and 0.0 <= r["selected_on_val"]["binary_dice"] <= 1.0
     table = (tmp_path / "out" / "accuracy-tiny.md").read_text().splitlines()
     header = next(line for line in table if line.startswith("| method"))
-    columns = ("fraction", "Dice shaft", "Dice manip.", "IoU shaft", "binary Dice", "tip err.", "steps")
+    columns = ("fraction", "Dice shaft", "Dice manip.", "IoU shaft", "binary Dice", "tip err.", "best-on-val",
+               "steps")
     assert all(column in header for column in columns)
     assert len([line for line in table if line.startswith("| sup") or line.startswith("| cct")]) == 4
     assert (tmp_path / "out" / "accuracy-tiny.png").stat().st_size > 0
