@@ -25,6 +25,7 @@ against label fraction). The EndoVis data are research-only: nothing but numbers
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -157,12 +158,26 @@ def evaluate_checkpoint(run_dir: Path, name: str, data: Path, args: argparse.Nam
     return evaluate(model, data)
 
 
-def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace) -> dict[str, object]:
+def validation_curve(run_dir: Path) -> list[list[float]]:
+    """[step, binary Dice] of the validations during training (val video at the eval size).
+
+    Why it is reported: it shows when each method peaks and how fast it overfits, which the
+    last-checkpoint figure alone hides.
+    """
+    path = run_dir / "val_metrics.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [[int(row["step"]), float(row["binary_dice"])] for row in csv.DictReader(f)]
+
+
+def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace) -> dict[str, object] | None:
     """Train (or resume, or skip) one run, then evaluate its last and its best checkpoint.
 
     The table reports the **last** checkpoint: the best one was chosen on the val video itself,
     which flatters every method; it is kept beside it (``selected_on_val``) for reference.
     A result in an older format (best checkpoint only) is evaluated again, without training.
+    With ``--report-only`` an unfinished run is left out (None).
     """
     run_dir = work / run.name
     done = run_dir / "result.json"
@@ -171,8 +186,10 @@ def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace) -> dict[
         result = json.loads(done.read_text())
         if "selected_on_val" in result:
             print(f"[accuracy] {run.name}: done, skipped", flush=True)
-            return result
+            return {**result, "val_curve": validation_curve(run_dir)}
         wall = result["wall_s"]
+    elif args.report_only:
+        return None
     else:
         spent = train(run, data, run_dir, args)
         previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
@@ -186,7 +203,7 @@ def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace) -> dict[
     else:
         result["selected_on_val"] = None
     atomic_write_json(done, result)
-    return result
+    return {**result, "val_curve": validation_curve(run_dir)}
 
 
 def fmt(value: float) -> str:
@@ -211,6 +228,15 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
             f"{fmt(r['dice']['manipulator'])} | {fmt(r['iou']['shaft'])} | {fmt(r['iou']['manipulator'])} | "
             f"{fmt(r['binary_dice'])} | {fmt(r['binary_iou'])} | {fmt(r['tip_error_px']['median'])} | "
             f"{fmt(best_on_val)} | {r['steps']} | {r['wall_s'] / 60:.1f} |")
+    steps = sorted({step for r in results for step, _ in r.get("val_curve", [])})
+    if steps:
+        lines += ["", "Binary Dice on the val video during training (all methods alike, at the eval size):",
+                  "", "| method | fraction | " + " | ".join(f"step {s}" for s in steps) + " |",
+                  "|" + "---|" * (len(steps) + 2)]
+        for r in sorted(results, key=lambda r: (r["fraction"], order[r["method"]])):
+            curve = dict(r.get("val_curve", []))
+            lines.append(f"| {r['method']} | {r['fraction']:.3f} | "
+                         + " | ".join(fmt(curve.get(s)) for s in steps) + " |")
     atomic_write_text(out / f"accuracy-{dataset}.md", "\n".join(lines) + "\n")
     import matplotlib
 
@@ -254,6 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "accuracy")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite the reports from the runs already finished")
     return p.parse_args(argv)
 
 
@@ -269,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {name: [] for name in datasets}
     for run in plan(args.fractions, not args.no_poisson):
         for name, data in datasets.items():
-            results[name].append(run_one(run, data, args.work / name, args))
+            result = run_one(run, data, args.work / name, args)
+            if result is None:
+                continue
+            results[name].append(result)
             write_report(name, results[name], args, args.out)
             print(f"[accuracy] {name} {run.name}: binary Dice {fmt(results[name][-1]['binary_dice'])}",
                   flush=True)

@@ -50,7 +50,10 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     columns = ("fraction", "Dice shaft", "Dice manip.", "IoU shaft", "binary Dice", "tip err.", "best-on-val",
                "steps")
     assert all(column in header for column in columns)
-    assert len([line for line in table if line.startswith("| sup") or line.startswith("| cct")]) == 4
+    curves_at = next(i for i, line in enumerate(table) if line.startswith("Binary Dice on the val video"))
+    rows, curve_rows = table[:curves_at], table[curves_at:]
+    assert len([line for line in rows if line.startswith(("| sup", "| cct"))]) == 4
+    assert len([line for line in curve_rows if line.startswith(("| sup", "| cct"))]) == 4
     assert (tmp_path / "out" / "accuracy-tiny.png").stat().st_size > 0
 
     # An interrupted run (checkpoint written, no result yet) resumes; finished runs are skipped.
@@ -62,3 +65,14 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert out.count("done, skipped") == 3
     assert "--resume auto" in out.replace("'", "")
     assert json.loads((last / "result.json").read_text())["method"] == "cct"
+    # --report-only trains nothing and rebuilds the reports, with the validation curves.
+    (tmp_path / "out" / "accuracy-tiny.md").unlink()
+    (last / "result.json").unlink()
+    capsys.readouterr()
+    assert runner.main([*argv, "--report-only"]) == 0
+    assert "cct_surgical_seg.train.cli" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "accuracy-tiny.json").read_text())
+    done = [(r["method"], r["fraction"]) for r in report["runs"]]
+    assert done == [("sup", 0.5), ("cct", 0.5), ("sup", 1.0)]
+    assert all(r["val_curve"] and r["val_curve"][-1][0] == 3 for r in report["runs"])
+    assert "step 3" in (tmp_path / "out" / "accuracy-tiny.md").read_text()
