@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import multiprocessing
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -502,10 +503,27 @@ def eval_loader(
     subset = torch.utils.data.Subset(dataset, indices)
     return DataLoader(subset, batch_size=batch_size if size is not None else 1, shuffle=False,
                       num_workers=num_workers, collate_fn=collate_eval,
-                      worker_init_fn=_worker_init if num_workers > 0 else None)
+                      worker_init_fn=_worker_init if num_workers > 0 else None,
+                      multiprocessing_context=worker_context(num_workers))
 
 
 # --------------------------------------------------------------------------- resumable streams
+
+
+def worker_context(num_workers: int) -> multiprocessing.context.BaseContext | None:
+    """Loader workers start from a fork server, not as forks of the training process.
+
+    Why: a fork of a process whose OpenCV thread pool is running (after Poisson blending, or
+    any parallel cv2 call in the trainer) copies the pool's locks but not its threads; the
+    worker's first cv2 call then waits forever (a training run hung this way). The fork server
+    is a clean process that has only imported this module, so its forks start cheaply and sane.
+    None (the platform default) where there is no fork server (Windows) or no worker at all.
+    """
+    if num_workers == 0 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # torch, cv2 and this module, imported once
+    return context
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -564,6 +582,7 @@ class BatchStream:
             self.dataset, batch_sampler=batches, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=False,
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
+            multiprocessing_context=worker_context(self.num_workers),
             generator=torch.Generator(),  # never draw from the global RNG (resume must not shift it)
         )
         self._iter = iter(loader)

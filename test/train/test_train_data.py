@@ -184,3 +184,36 @@ def test_batch_stream_resumes_exactly_and_shards_disjointly(dataset: Path) -> No
     r1 = D.BatchStream(frames, 2, seed=7, rank=1, world_size=2).batches_of_epoch(0)
     assert len(r0) == len(r1) == 2
     assert not {i for b in r0 for i, _ in b} & {i for b in r1 for i, _ in b}
+
+
+_STREAM_AFTER_OPENCV_POOL = """
+import sys
+import cv2
+import numpy as np
+from cct_surgical_seg.train import data as D
+
+cv2.setNumThreads(2)
+big = np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)
+for _ in range(3):
+    cv2.GaussianBlur(big, (31, 31), 0)  # runs OpenCV's thread pool in this process (as Poisson does)
+index = D.scan_dataset(sys.argv[1])
+frames = D.TrainFrames(index.train, D.AugmentConfig(crop_size=(32, 32)), labelled=True)
+stream = D.BatchStream(frames, batch_size=3, seed=7, num_workers=1)
+for _ in range(5):  # crosses epochs: every epoch starts a new worker
+    next(stream)
+print("batches ok")
+"""
+
+
+def test_loader_workers_survive_a_running_opencv_pool(dataset: Path) -> None:
+    """A worker forked from a process with OpenCV's thread pool running hung on its first cv2 call."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _STREAM_AFTER_OPENCV_POOL, str(dataset)],
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("loader worker hung after the parent had used OpenCV's thread pool")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "batches ok" in done.stdout
