@@ -15,7 +15,9 @@ and the ground-truth mask, matched per instrument), and per-frame latency.
 Resumable and restartable: a finished run leaves ``result.json`` and is skipped; an interrupted
 one continues from its last checkpoint (``cct-train --resume auto``). Run it in the background:
 
-    nohup python bench/accuracy.py --dataset robotic --dataset rigid > bench/results/accuracy.log 2>&1 &
+    nohup python bench/accuracy.py --dataset robotic --dataset rigid > runs/accuracy.log 2>&1 &
+
+``--report-only`` rewrites the reports from the finished runs without training anything.
 
 Outputs: ``bench/results/accuracy-<dataset>.json``, ``.md`` (the table) and ``.png`` (binary Dice
 against label fraction). The EndoVis data are research-only: nothing but numbers leaves
@@ -267,8 +269,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="robotic, rigid, or a folder in the dataset layout (repeatable)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 1.0])
     p.add_argument("--no-poisson", action="store_true", help="skip the CCT + Poisson run")
-    p.add_argument("--steps", type=int, default=600, help="optimiser steps per run (all methods)")
-    p.add_argument("--warmup", type=int, default=150, help="CCT: supervised warm-up steps within --steps")
+    p.add_argument("--steps", type=int, default=400,
+                   help="optimiser steps per run, all methods (400: a CCT run fits 30 min on 2 cores)")
+    p.add_argument("--warmup", type=int, default=100, help="CCT: supervised warm-up steps within --steps")
     p.add_argument("--batch", type=int, default=4, help="labelled (and unlabelled) frames per step")
     p.add_argument("--crop", type=int, nargs=2, default=[224, 288], metavar=("H", "W"))
     p.add_argument("--eval-size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
