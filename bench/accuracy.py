@@ -223,7 +223,8 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
     lines = [f"# Accuracy on {dataset} (val video)", "", f"Settings: `{json.dumps(meta)}`", "", head,
              "|" + "---|" * 12]
     order = {"sup": 0, "cct": 1, "cct_poisson": 2}
-    for r in sorted(results, key=lambda r: (r["fraction"], order[r["method"]])):
+    ordered = sorted(results, key=lambda r: (r["fraction"], order[r["method"]]))
+    for r in ordered:
         best_on_val = (r["selected_on_val"] or {}).get("binary_dice")
         lines.append(
             f"| {r['method']} | {r['fraction']:.3f} | {fmt(r['dice']['shaft'])} | "
@@ -235,7 +236,7 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
         lines += ["", "Binary Dice on the val video during training (all methods alike, at the eval size):",
                   "", "| method | fraction | " + " | ".join(f"step {s}" for s in steps) + " |",
                   "|" + "---|" * (len(steps) + 2)]
-        for r in sorted(results, key=lambda r: (r["fraction"], order[r["method"]])):
+        for r in ordered:
             curve = dict(r.get("val_curve", []))
             lines.append(f"| {r['method']} | {r['fraction']:.3f} | "
                          + " | ".join(fmt(curve.get(s)) for s in steps) + " |")
