@@ -173,15 +173,43 @@ def validation_curve(run_dir: Path) -> list[list[float]]:
         return [[int(row["step"]), float(row["binary_dice"])] for row in csv.DictReader(f)]
 
 
-def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace) -> dict[str, object] | None:
+def settings(args: argparse.Namespace) -> dict[str, object]:
+    """What a result depends on: a published result is reused only under the same settings."""
+    return {"crop": list(args.crop), "eval_size": list(args.eval_size), "steps": args.steps,
+            "warmup": args.warmup, "batch": args.batch, "seed": args.seed,
+            "poisson_count": args.poisson_count, "aux_vat": args.aux_vat}
+
+
+def published_results(report: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """Runs of an earlier report (``bench/results``, committed) made with these settings, by run name.
+
+    Why: ``--work`` holds checkpoints and is not kept (git-ignored, large, research-only data),
+    so on a fresh machine the report is what says which runs are done.
+    """
+    if not report.exists():
+        return {}
+    old = json.loads(report.read_text())
+    meta = old.get("meta", {})
+    legacy = {"poisson_count": 60, "aux_vat": 2}  # reports written before these were recorded
+    if any(meta.get(key, legacy.get(key)) != value for key, value in settings(args).items()):
+        return {}
+    return {Run(r["method"], r["fraction"]).name: r for r in old.get("runs", []) if "selected_on_val" in r}
+
+
+def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace,
+            published: dict[str, dict] | None = None) -> dict[str, object] | None:
     """Train (or resume, or skip) one run, then evaluate its last and its best checkpoint.
 
     The table reports the **last** checkpoint: the best one was chosen on the val video itself,
     which flatters every method; it is kept beside it (``selected_on_val``) for reference.
     A result in an older format (best checkpoint only) is evaluated again, without training.
-    With ``--report-only`` an unfinished run is left out (None).
+    With ``--report-only`` an unfinished run is left out (None). A run found in ``published``
+    (the committed report) and not in ``work`` is taken from there.
     """
     run_dir = work / run.name
+    if not (run_dir / "result.json").exists() and run.name in (published or {}):
+        print(f"[accuracy] {run.name}: done (published report), skipped", flush=True)
+        return published[run.name]
     done = run_dir / "result.json"
     wall_file = run_dir / "wall.json"
     if done.exists():
@@ -214,8 +242,7 @@ def fmt(value: float) -> str:
 
 def write_report(dataset: str, results: list[dict], args: argparse.Namespace, out: Path) -> None:
     """JSON + Markdown table + PNG plot of binary Dice against label fraction."""
-    meta = {"dataset": dataset, "crop": args.crop, "eval_size": args.eval_size, "steps": args.steps,
-            "warmup": args.warmup, "batch": args.batch, "seed": args.seed,
+    meta = {"dataset": dataset, **settings(args),
             "note": "val = held-out video; last checkpoint; metrics at full resolution through ONNX Runtime"}
     atomic_write_json(out / f"accuracy-{dataset}.json", {"meta": meta, "runs": results})
     head = ("| method | fraction | Dice shaft | Dice manip. | IoU shaft | IoU manip. | binary Dice | "
@@ -299,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         datasets[dataset if dataset in DATASETS else data.name] = data
     # Fraction-major order: the headline comparison (smallest fraction) on every dataset first.
     results: dict[str, list[dict]] = {name: [] for name in datasets}
+    published = {name: published_results(args.out / f"accuracy-{name}.json", args) for name in datasets}
     for run in plan(args.fractions, not args.no_poisson):
         for name, data in datasets.items():
-            result = run_one(run, data, args.work / name, args)
+            result = run_one(run, data, args.work / name, args, published[name])
             if result is None:
                 continue
             results[name].append(result)

@@ -59,6 +59,7 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     # An interrupted run (checkpoint written, no result yet) resumes; finished runs are skipped.
     last = tmp_path / "work" / "tiny" / "cct-1.000"
     (last / "result.json").unlink()
+    (tmp_path / "out" / "accuracy-tiny.json").unlink()  # interrupted before it was reported
     capsys.readouterr()
     assert runner.main(argv) == 0
     out = capsys.readouterr().out
@@ -67,6 +68,7 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert json.loads((last / "result.json").read_text())["method"] == "cct"
     # --report-only trains nothing and rebuilds the reports, with the validation curves.
     (tmp_path / "out" / "accuracy-tiny.md").unlink()
+    (tmp_path / "out" / "accuracy-tiny.json").unlink()
     (last / "result.json").unlink()
     capsys.readouterr()
     assert runner.main([*argv, "--report-only"]) == 0
@@ -76,3 +78,11 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert done == [("sup", 0.5), ("cct", 0.5), ("sup", 1.0)]
     assert all(r["val_curve"] and r["val_curve"][-1][0] == 3 for r in report["runs"])
     assert "step 3" in (tmp_path / "out" / "accuracy-tiny.md").read_text()
+    # On a fresh machine (no --work), the committed report says which runs are done.
+    capsys.readouterr()
+    fresh = [*argv[:argv.index("--work")], "--work", str(tmp_path / "fresh-work"),
+             "--out", str(tmp_path / "out"), "--report-only"]
+    assert runner.main(fresh) == 0
+    assert capsys.readouterr().out.count("done (published report), skipped") == 3
+    again = json.loads((tmp_path / "out" / "accuracy-tiny.json").read_text())
+    assert again["runs"] == report["runs"]
