@@ -190,10 +190,9 @@ def published_results(report: Path, args: argparse.Namespace) -> dict[str, dict]
         return {}
     old = json.loads(report.read_text())
     meta = old.get("meta", {})
-    legacy = {"poisson_count": 60, "aux_vat": 2}  # reports written before these were recorded
-    if any(meta.get(key, legacy.get(key)) != value for key, value in settings(args).items()):
+    if any(meta.get(key) != value for key, value in settings(args).items()):
         return {}
-    return {Run(r["method"], r["fraction"]).name: r for r in old.get("runs", []) if "selected_on_val" in r}
+    return {Run(r["method"], r["fraction"]).name: r for r in old.get("runs", [])}
 
 
 def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace,
@@ -202,29 +201,24 @@ def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace,
 
     The table reports the **last** checkpoint: the best one was chosen on the val video itself,
     which flatters every method; it is kept beside it (``selected_on_val``) for reference.
-    A result in an older format (best checkpoint only) is evaluated again, without training.
     With ``--report-only`` an unfinished run is left out (None). A run found in ``published``
     (the committed report) and not in ``work`` is taken from there.
     """
     run_dir = work / run.name
-    if not (run_dir / "result.json").exists() and run.name in (published or {}):
+    done = run_dir / "result.json"
+    if done.exists():
+        print(f"[accuracy] {run.name}: done, skipped", flush=True)
+        return {**json.loads(done.read_text()), "val_curve": validation_curve(run_dir)}
+    if run.name in (published or {}):
         print(f"[accuracy] {run.name}: done (published report), skipped", flush=True)
         return published[run.name]
-    done = run_dir / "result.json"
-    wall_file = run_dir / "wall.json"
-    if done.exists():
-        result = json.loads(done.read_text())
-        if "selected_on_val" in result:
-            print(f"[accuracy] {run.name}: done, skipped", flush=True)
-            return {**result, "val_curve": validation_curve(run_dir)}
-        wall = result["wall_s"]
-    elif args.report_only:
+    if args.report_only:
         return None
-    else:
-        spent = train(run, data, run_dir, args)
-        previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
-        wall = previous + spent
-        atomic_write_json(wall_file, {"seconds": wall})
+    spent = train(run, data, run_dir, args)
+    wall_file = run_dir / "wall.json"
+    previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
+    wall = previous + spent
+    atomic_write_json(wall_file, {"seconds": wall})
     result = {"method": run.method, "fraction": run.fraction, "steps": args.steps, "wall_s": wall,
               "checkpoint": "last.pt", **evaluate_checkpoint(run_dir, "last", data, args)}
     if (run_dir / "best.pt").exists():

@@ -169,7 +169,7 @@ class TestDemoLaunch(unittest.TestCase):
         self.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def _call(self, srv, name, request):
-        return call_service(self.node, self.executor, srv, name, request)
+        return call_service(self.node, self.executor, srv, name, request, timeout=20.0)
 
     def _wait_active(self) -> None:
         wait_until_active(self.node, self.executor, NODE, timeout=40.0)
