@@ -100,6 +100,69 @@ def test_instrument_classes_restricts_regions() -> None:
         PoseParams(instrument_classes=(0, 1))
 
 
+def reference_pose(mask: np.ndarray, confidence: np.ndarray) -> list[tuple]:
+    """The definitions in the poses module docstring, computed pixel by pixel (slow, obvious)."""
+    height, width = mask.shape
+    count, labels = cv2.connectedComponents((mask > 0).astype(np.uint8), connectivity=8)
+    out = []
+    for label in range(1, count):
+        ys, xs = np.nonzero(labels == label)
+        pts = np.stack([xs, ys], axis=1).astype(np.float64)
+        centroid = pts.mean(axis=0)
+        centred = pts - centroid
+        axis = np.linalg.eigh(centred.T @ centred / len(pts))[1][:, -1]
+        sides = [xs == 0, xs == width - 1, ys == 0, ys == height - 1]
+        best = int(np.argmax([s.sum() for s in sides]))
+        if sides[best].any():
+            contact = np.array([xs[sides[best]].mean(), ys[sides[best]].mean()])
+            if np.dot(contact - centroid, axis) > 0:
+                axis = -axis
+        else:
+            centre = np.array([(width - 1) / 2, (height - 1) / 2])
+            proj = centred @ axis
+            if np.linalg.norm(centroid + axis * proj.max() - centre) > np.linalg.norm(
+                centroid + axis * proj.min() - centre
+            ):
+                axis = -axis
+        proj = centred @ axis
+        out.append(
+            (
+                len(pts),
+                int(np.bincount(mask[ys, xs]).argmax()),
+                tuple(centroid),
+                tuple(axis),
+                tuple(centroid + axis * proj.max()),
+                tuple(centroid + axis * proj.min()),
+                float(confidence[ys, xs].astype(np.float64).mean()),
+            )
+        )
+    return sorted(out, key=lambda r: -r[0])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_geometry_matches_the_per_pixel_definition_on_irregular_regions(seed: int) -> None:
+    """Blobs of all shapes (touching borders or not, with holes, two classes) give the same
+    area, class, centroid, axis, tip, entry and score as the pixel-by-pixel definition."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((H, W), np.uint8)
+    for _ in range(4):
+        centre = (int(rng.integers(-20, W + 20)), int(rng.integers(-20, H + 20)))
+        axes = (int(rng.integers(10, 90)), int(rng.integers(4, 30)))
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.integers(1, 3)), -1)
+    mask[rng.random((H, W)) < 0.02] = 0  # pepper: holes and ragged outlines
+    confidence = rng.uniform(0.3, 1.0, (H, W)).astype(np.float32)
+    got = extract_instruments(mask, confidence, PoseParams(min_area_px=1))
+    want = reference_pose(mask, confidence)
+    assert len(got) == len(want) > 0
+    for inst, (area, class_id, centroid, axis, tip, entry, score) in zip(got, want, strict=True):
+        assert inst.area_px == area and inst.class_id == class_id
+        assert inst.centroid == pytest.approx(centroid, abs=1e-6)
+        assert inst.axis == pytest.approx(axis, abs=1e-6)
+        assert inst.tip == pytest.approx(tip, abs=1e-6)
+        assert inst.entry == pytest.approx(entry, abs=1e-6)
+        assert inst.score == pytest.approx(score, abs=1e-5)
+
+
 def test_tracking_keeps_ids_on_small_motion_and_numbers_new_ones() -> None:
     params = PoseParams(min_area_px=50, max_match_distance_px=30, max_missed_frames=1)
     tracker = InstrumentTracker(params)
