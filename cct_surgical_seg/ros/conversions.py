@@ -130,10 +130,13 @@ def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
         return cv2.cvtColor(np.ascontiguousarray(pixels[..., 0]), cv2.COLOR_GRAY2RGB)
     if encoding == "rgb8":
         return np.ascontiguousarray(pixels)
+    # OpenCV's SIMD channel shuffles take the (possibly row-padded) view directly: ~30x faster
+    # than NumPy's strided copy of pixels[..., ::-1] (0.25 ms instead of 9 ms at 1280x1024).
     if encoding == "rgba8":
-        return np.ascontiguousarray(pixels[..., :3])
-    # bgr8, 8UC3, bgra8, 8UC4: blue first
-    return np.ascontiguousarray(pixels[..., 2::-1])
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2RGB)
+    if channels == 4:  # bgra8, 8UC4
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)  # bgr8, 8UC3
 
 
 def _via_cv_bridge(msg, encoding: str) -> np.ndarray:

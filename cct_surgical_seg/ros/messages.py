@@ -104,7 +104,7 @@ def confidence_to_image(confidence: np.ndarray, header, encoding: str = "mono8")
     """Max class probability per pixel: 32FC1 as is, or mono8 with 255 = probability 1."""
     if encoding == "32FC1":
         return array_to_image(confidence.astype(np.float32, copy=False), header, "32FC1")
-    scaled = np.clip(confidence * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    scaled = cv2.convertScaleAbs(confidence, alpha=255.0)  # rounded, saturated; one SIMD pass
     return array_to_image(scaled, header, "mono8")
 
 
