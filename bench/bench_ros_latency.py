@@ -7,7 +7,8 @@ process that republishes every Image it receives, no processing) so the report s
 DDS transport costs on this machine from what segmentation costs.
 
 Frames are sent one at a time (next frame after the previous mask arrives), so the figure is
-latency, not throughput under back-pressure.
+latency, not throughput under back-pressure. They are simulated endoscope frames (``sim.scene``,
+two instruments), cycled, so every stage - poses included - sees a realistic load.
 
   python bench/bench_ros_latency.py [--model M.onnx] [--frames 60] [--threads 2]
 Without --model a random-init EfficientNet-Lite0 DeepLabV3+ is exported (cct-export, fixed size
@@ -82,6 +83,15 @@ def export_random_lite0(size: tuple[int, int], workdir: Path) -> Path:
     return out
 
 
+def endoscope_frames(height: int, width: int, count: int = 16) -> list[np.ndarray]:
+    """Simulated endoscope frames with two instruments: a realistic load for the pose stage,
+    which a random-noise frame (one region covering the whole view) is not."""
+    from cct_surgical_seg.sim.scene import EndoscopeScene, SceneConfig
+
+    scene = EndoscopeScene(SceneConfig(width=width, height=height, seed=0))
+    return [scene.render(i * 3).bgr for i in range(count)]
+
+
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -122,7 +132,7 @@ class Prober:
             self.arrived = time.perf_counter()
             self.event.set()
 
-    def run(self, bgr: np.ndarray, frames: int, warmup: int, timeout: float = 30.0) -> list[float]:
+    def run(self, bgrs: list[np.ndarray], frames: int, warmup: int, timeout: float = 30.0) -> list[float]:
         from std_msgs.msg import Header
 
         from cct_surgical_seg.ros.conversions import array_to_image
@@ -131,7 +141,7 @@ class Prober:
         for i in range(frames + warmup):
             header = Header(frame_id="bench")
             header.stamp.sec, header.stamp.nanosec = 1, i + 1
-            msg = array_to_image(bgr, header, "bgr8")  # built before the clock starts
+            msg = array_to_image(bgrs[i % len(bgrs)], header, "bgr8")  # built before the clock starts
             self.want, self.event = i + 1, threading.Event()
             sent = time.perf_counter()
             self.pub.publish(msg)
@@ -195,8 +205,7 @@ def main() -> int:
     try:
         for h, w in SIZES:
             model = Path(args.model) if args.model else export_random_lite0((h, w), work)
-            rng = np.random.default_rng(0)
-            bgr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            bgrs = endoscope_frames(h, w)
             node = start(
                 [
                     "ros2",
@@ -237,8 +246,8 @@ def main() -> int:
                             "node/echo did not come up: " + (work / f"node_{h}x{w}.log").read_text()
                         )
                     time.sleep(0.1)
-                net_ms = net.run(bgr, args.frames, args.warmup)
-                seg_ms = seg.run(bgr, args.frames, args.warmup)
+                net_ms = net.run(bgrs, args.frames, args.warmup)
+                seg_ms = seg.run(bgrs, args.frames, args.warmup)
                 results["sizes"][f"{w}x{h}"] = {
                     "end_to_end": summary(seg_ms),
                     "network_only": summary(net_ms),
