@@ -5,7 +5,9 @@ For each dataset and label fraction it trains, with the package's own ``cct-trai
   (a) ``sup``          supervised only, on the labelled subset;
   (b) ``cct``          supervised warm-up then CCT, the rest of the train split (and
                        ``unlabelled/``) as unlabelled frames;
-  (c) ``cct_poisson``  (b) plus Poisson-edited labelled frames, at the smallest fraction.
+  (c) ``cct_poisson``  (b) plus Poisson-edited labelled frames, at the smallest fraction;
+  (d) ``sup_poisson``  (a) plus the same Poisson-edited frames, at the smallest fraction, so
+                       the table separates what Poisson editing adds from what CCT adds.
 Every run uses the same network (ImageNet-initialised Lite0 DeepLabV3+), input size,
 augmentation and step budget. Each run is then exported to ONNX and evaluated on the val video
 through the deploy pipeline exactly as a user would run it (ONNX Runtime, full resolution):
@@ -60,11 +62,17 @@ POSE_PARAMS = PoseParams(min_area_px=400)
 TIP_MATCH_PX = 100.0
 
 
+#: table and plot order; the supervised-only methods spend the whole budget in the warm-up stage
+METHODS = ("sup", "sup_poisson", "cct", "cct_poisson")
+SUPERVISED_ONLY = ("sup", "sup_poisson")
+WITH_POISSON = ("sup_poisson", "cct_poisson")
+
+
 @dataclass(frozen=True)
 class Run:
     """One cell of the table: a method at a label fraction."""
 
-    method: str  # sup | cct | cct_poisson
+    method: str  # one of METHODS
     fraction: float
 
     @property
@@ -76,15 +84,15 @@ def plan(fractions: list[float], poisson: bool) -> list[Run]:
     """Runs in the order that answers the goal soonest, since the table may span sessions.
 
     First supervised and CCT at the smallest fraction (the headline comparison), then fully
-    labelled supervised (the 95 % reference), then CCT + Poisson at the smallest fraction, then
-    the remaining fractions.
+    labelled supervised (the 95 % reference), then CCT + Poisson and supervised + Poisson at
+    the smallest fraction, then the remaining fractions.
     """
     smallest, largest = min(fractions), max(fractions)
     runs = [Run("sup", smallest), Run("cct", smallest)]
     if largest != smallest:
         runs.append(Run("sup", largest))
     if poisson:
-        runs.append(Run("cct_poisson", smallest))
+        runs += [Run("cct_poisson", smallest), Run("sup_poisson", smallest)]
     for fraction in sorted(fractions):
         runs += [run for run in (Run("sup", fraction), Run("cct", fraction)) if run not in runs]
     return runs
@@ -92,7 +100,7 @@ def plan(fractions: list[float], poisson: bool) -> list[Run]:
 
 def train_overrides(run: Run, args: argparse.Namespace) -> list[str]:
     """``--set`` overrides: identical budget for every method, CCT splitting it into two stages."""
-    warmup = args.steps if run.method == "sup" else args.warmup
+    warmup = args.steps if run.method in SUPERVISED_ONLY else args.warmup
     sets = {
         "seed": args.seed,
         "device": args.device,
@@ -104,7 +112,7 @@ def train_overrides(run: Run, args: argparse.Namespace) -> list[str]:
         "data.batch_size": args.batch,
         "data.unlabelled_batch_size": args.batch,
         "data.num_workers": args.workers,
-        "data.poisson.count": args.poisson_count if run.method == "cct_poisson" else 0,
+        "data.poisson.count": args.poisson_count if run.method in WITH_POISSON else 0,
         "train.warmup_steps": warmup,
         "train.cct_steps": args.steps - warmup,
         "train.val_every": args.val_every,
@@ -243,8 +251,7 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
             "binary IoU | tip err. px (median) | binary Dice, best-on-val ckpt | steps | wall min |")
     lines = [f"# Accuracy on {dataset} (val video)", "", f"Settings: `{json.dumps(meta)}`", "", head,
              "|" + "---|" * 12]
-    order = {"sup": 0, "cct": 1, "cct_poisson": 2}
-    ordered = sorted(results, key=lambda r: (r["fraction"], order[r["method"]]))
+    ordered = sorted(results, key=lambda r: (r["fraction"], METHODS.index(r["method"])))
     for r in ordered:
         best_on_val = (r["selected_on_val"] or {}).get("binary_dice")
         lines.append(
@@ -268,7 +275,7 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method in ("sup", "cct", "cct_poisson"):
+    for method in METHODS:
         pts = sorted((r["fraction"], r["binary_dice"]) for r in results if r["method"] == method)
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=method)
@@ -290,7 +297,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", action="append", required=True,
                    help="robotic, rigid, or a folder in the dataset layout (repeatable)")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 1.0])
-    p.add_argument("--no-poisson", action="store_true", help="skip the CCT + Poisson run")
+    p.add_argument("--no-poisson", action="store_true", help="skip the runs with Poisson editing")
     p.add_argument("--steps", type=int, default=400,
                    help="optimiser steps per run, all methods (400: a CCT run fits 30 min on 2 cores)")
     p.add_argument("--warmup", type=int, default=100, help="CCT: supervised warm-up steps within --steps")
