@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "cct-train": "cct_surgical_seg.train.cli:train_main",
     "cct-eval": "cct_surgical_seg.train.cli:eval_main",
     "cct-export": "cct_surgical_seg.deploy.export:main",
+    "cct-quantize": "cct_surgical_seg.deploy.quantize:main",
     "cct-infer": "cct_surgical_seg.deploy.cli:main",
     "cct-sim": "cct_surgical_seg.sim.publisher:main",
     "cct-bag": "cct_surgical_seg.sim.bag:main",

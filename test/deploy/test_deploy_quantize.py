@@ -1,0 +1,91 @@
+"""cct-quantize on the shipped demo model with simulated frames, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from cct_surgical_seg.deploy.backends import create_backend
+from cct_surgical_seg.deploy.errors import ExportError, ModelLoadError
+from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
+from cct_surgical_seg.deploy.quantize import KEY_QUANTIZATION, calibration_frames, main, quantize_int8
+from cct_surgical_seg.sim.scene import EndoscopeScene, SceneConfig
+
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "cct_demo.onnx"
+
+
+def sim_frames(count: int, seed: int) -> list[np.ndarray]:
+    scene = EndoscopeScene(SceneConfig(width=320, height=256, seed=seed))
+    return [scene.render(i * 5).rgb for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def demo_int8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("int8") / "demo_int8.onnx"
+    report = quantize_int8(DEMO_MODEL, out, sim_frames(12, seed=1))
+    return out, report
+
+
+def test_demo_model_quantizes_to_int8_and_keeps_its_masks(demo_int8) -> None:
+    path, report = demo_int8
+    assert report.calibration_frames == 9 and report.check_frames == 3
+    assert 0.98 <= report.pixel_agreement <= 1.0 and report.worst_frame_agreement <= report.pixel_agreement
+
+    model = onnx.load(str(path))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) > 20  # every convolution's weights
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[KEY_QUANTIZATION])["pixel_agreement"] == pytest.approx(report.pixel_agreement)
+
+    fp32 = create_backend("onnxruntime", str(DEMO_MODEL))
+    int8 = create_backend("onnxruntime", str(path))
+    assert int8.info == fp32.info  # class names, input size, normalisation carried over
+    frame = sim_frames(1, seed=7)[0]  # a scene neither calibration nor the check saw
+    a, b = SegmentationPipeline(fp32)(frame), SegmentationPipeline(int8)(frame)
+    assert np.mean(a.mask == b.mask) >= 0.97
+    assert len(a.instruments) == len(b.instruments)
+
+
+def test_already_quantized_model_is_refused(demo_int8, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="already quantized"):
+        quantize_int8(demo_int8[0], tmp_path / "twice.onnx", sim_frames(5, seed=2))
+
+
+def test_agreement_below_the_bar_writes_nothing(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="agrees with FP32 on only"):
+        quantize_int8(tiny_onnx, out, sim_frames(5, seed=3), min_agreement=1.01)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_too_few_frames_and_non_models_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="at least 5 frames"):
+        quantize_int8(DEMO_MODEL, tmp_path / "x.onnx", sim_frames(3, seed=4))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not an onnx model")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        quantize_int8(garbage, tmp_path / "y.onnx", sim_frames(5, seed=4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.onnx"]
+
+
+def test_cli_calibrates_on_an_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, rgb in enumerate(sim_frames(10, seed=5)):
+        cv2.imwrite(str(images / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert len(calibration_frames(images, 6)) == 6  # spread over the folder
+    out = tmp_path / "int8.onnx"
+    assert main([str(DEMO_MODEL), "-o", str(out), "--calibration", str(images), "--frames", "8"]) == 0
+    assert "6 calibration frames" in capsys.readouterr().out and out.is_file()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(DEMO_MODEL), "-o", str(tmp_path / "z.onnx"), "--calibration", str(empty)]) == 1
+    assert "no images" in capsys.readouterr().err
