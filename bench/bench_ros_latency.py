@@ -10,7 +10,10 @@ Frames are sent one at a time (next frame after the previous mask arrives), so t
 latency, not throughput under back-pressure. They are simulated endoscope frames (``sim.scene``,
 two instruments), cycled, so every stage - poses included - sees a realistic load.
 
-  python bench/bench_ros_latency.py [--model M.onnx] [--frames 60] [--threads 2]
+With ``--int8`` an INT8 copy of the model (``cct-quantize``, calibrated on other simulated
+frames) runs as a second node; echo, FP32 node and INT8 node take every frame in turn.
+
+  python bench/bench_ros_latency.py [--model M.onnx] [--int8] [--frames 60] [--threads 2]
 Without --model a random-init EfficientNet-Lite0 DeepLabV3+ is exported (cct-export, fixed size
 per resolution) into a temporary folder. Writes bench/results/ros_latency.json and .png.
 """
@@ -113,7 +116,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 class Prober:
-    """Publishes frames and times the arrival of the reply on ``reply_topic``."""
+    """Publishes frames to one target and times the arrival of its reply on ``reply_topic``."""
 
     def __init__(self, node, send_topic: str, reply_topic: str) -> None:
         from sensor_msgs.msg import Image
@@ -132,24 +135,56 @@ class Prober:
             self.arrived = time.perf_counter()
             self.event.set()
 
-    def run(self, bgrs: list[np.ndarray], frames: int, warmup: int, timeout: float = 30.0) -> list[float]:
+    def connected(self) -> bool:
+        return self.pub.get_subscription_count() >= 1 and self.sub.get_publisher_count() >= 1
+
+    def once(self, bgr: np.ndarray, index: int, timeout: float = 30.0) -> float:
+        """Send one frame, wait for its reply; the round trip in ms."""
         from std_msgs.msg import Header
 
         from cct_surgical_seg.ros.conversions import array_to_image
 
-        out: list[float] = []
-        for i in range(frames + warmup):
-            header = Header(frame_id="bench")
-            header.stamp.sec, header.stamp.nanosec = 1, i + 1
-            msg = array_to_image(bgrs[i % len(bgrs)], header, "bgr8")  # built before the clock starts
-            self.want, self.event = i + 1, threading.Event()
-            sent = time.perf_counter()
-            self.pub.publish(msg)
-            if not self.event.wait(timeout):
-                raise TimeoutError(f"no reply for frame {i}")
+        header = Header(frame_id="bench")
+        header.stamp.sec, header.stamp.nanosec = 1, index + 1
+        msg = array_to_image(bgr, header, "bgr8")  # built before the clock starts
+        self.want, self.event = index + 1, threading.Event()
+        sent = time.perf_counter()
+        self.pub.publish(msg)
+        if not self.event.wait(timeout):
+            raise TimeoutError(f"no reply on {self.sub.topic_name} for frame {index}")
+        return (self.arrived - sent) * 1e3
+
+    def close(self) -> None:
+        self.node.destroy_subscription(self.sub)
+        self.node.destroy_publisher(self.pub)
+
+
+def interleaved(probers: dict[str, Prober], bgrs: list[np.ndarray], frames: int, warmup: int
+                ) -> dict[str, list[float]]:  # fmt: skip
+    """Round trips per target, frame by frame in turn (echo, fp32 node, int8 node, echo, ...).
+
+    Why interleaved: this machine's speed drifts by tens of percent over minutes; taking the
+    targets in turn on every frame puts the same drift into every column of the comparison.
+    """
+    out: dict[str, list[float]] = {name: [] for name in probers}
+    for i in range(frames + warmup):
+        for name, prober in probers.items():
+            ms = prober.once(bgrs[i % len(bgrs)], i)
             if i >= warmup:
-                out.append((self.arrived - sent) * 1e3)
-        return out
+                out[name].append(ms)
+    return out
+
+
+def quantized_copy(model: Path, height: int, width: int, workdir: Path) -> tuple[Path, float]:
+    """INT8 copy of ``model`` calibrated on simulated frames that the benchmark does not send."""
+    from cct_surgical_seg.deploy.quantize import quantize_int8
+    from cct_surgical_seg.sim.scene import EndoscopeScene, SceneConfig
+
+    scene = EndoscopeScene(SceneConfig(width=width, height=height, seed=1))
+    out = workdir / f"{model.stem}_{height}x{width}_int8.onnx"
+    frames = [scene.render(i * 4).rgb for i in range(32)]
+    report = quantize_int8(model, out, frames, min_agreement=0.0)  # agreement is reported instead
+    return out, report.pixel_agreement
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -166,6 +201,8 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="ONNX model (default: random-init Lite0 exported per size)")
+    ap.add_argument("--int8", action="store_true",
+                    help="also run an INT8 copy of the model (cct-quantize on simulated frames), interleaved")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="ORT threads (0 = ORT default)")
@@ -200,73 +237,43 @@ def main() -> int:
         "rmw": env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
         "transport_profile": env["FASTDDS_DEFAULT_PROFILES_FILE"],
         "frames": args.frames,
+        "threads": args.threads,
+        "order": "interleaved per frame: network_only, then each model variant",
         "sizes": {},
     }
     try:
         for h, w in SIZES:
-            model = Path(args.model) if args.model else export_random_lite0((h, w), work)
-            bgrs = endoscope_frames(h, w)
-            node = start(
-                [
-                    "ros2",
-                    "run",
-                    "cct_surgical_seg",
-                    "segmentation_node",
-                    "--ros-args",
-                    "-r",
-                    "__ns:=/cct_bench",
-                    "-p",
-                    f"model_path:={model}",
-                    "-p",
-                    "backend:=onnxruntime",
-                    "-p",
-                    "image_topic:=/cct_bench/image",
-                    "-p",
-                    "qos_reliability:=reliable",
-                    "-p",
-                    f"inference_threads:={args.threads}",
-                    "-p",
-                    "camera_info_topic:=''",
-                ],
-                env,
-                work / f"node_{h}x{w}.log",
-            )
+            models = {"fp32": Path(args.model) if args.model else export_random_lite0((h, w), work)}
+            entry: dict[str, object] = {"model": str(models["fp32"])}
+            if args.int8:
+                models["int8"], entry["int8_pixel_agreement"] = quantized_copy(models["fp32"], h, w, work)
+            nodes = [start_node(name, path, args.threads, env, work / f"node_{name}_{h}x{w}.log")
+                     for name, path in models.items()]  # fmt: skip
+            probers: dict[str, Prober] = {}
             try:
-                seg = Prober(probe, "/cct_bench/image", "/cct_bench/segmentation_node/mask")
-                net = Prober(probe, "/cct_bench/echo_in", "/cct_bench/echo")
+                probers["network_only"] = Prober(probe, "/cct_bench/echo_in", "/cct_bench/echo")
+                for name in models:
+                    probers[name] = Prober(
+                        probe, f"/cct_bench/{name}/image", f"/cct_bench/{name}/segmentation_node/mask"
+                    )
                 deadline = time.monotonic() + 60
-                while (
-                    seg.pub.get_subscription_count() < 1
-                    or net.pub.get_subscription_count() < 1
-                    or seg.sub.get_publisher_count() < 1
-                    or net.sub.get_publisher_count() < 1
-                ):
+                while not all(p.connected() for p in probers.values()):
                     if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            "node/echo did not come up: " + (work / f"node_{h}x{w}.log").read_text()
-                        )
+                        logs = "\n".join(p.read_text() for p in work.glob(f"node_*_{h}x{w}.log"))
+                        raise TimeoutError("node/echo did not come up:\n" + logs)
                     time.sleep(0.1)
-                net_ms = net.run(bgrs, args.frames, args.warmup)
-                seg_ms = seg.run(bgrs, args.frames, args.warmup)
-                results["sizes"][f"{w}x{h}"] = {
-                    "end_to_end": summary(seg_ms),
-                    "network_only": summary(net_ms),
-                    "model": str(model),
-                    "raw_end_to_end_ms": seg_ms,
-                    "raw_network_ms": net_ms,
-                }
-                print(
-                    f"{w}x{h}: end-to-end median {np.median(seg_ms):.1f} ms p95 "
-                    f"{np.percentile(seg_ms, 95):.1f} ms; network only median {np.median(net_ms):.2f} ms "
-                    f"p95 {np.percentile(net_ms, 95):.2f} ms",
-                    flush=True,
-                )
-                probe.destroy_subscription(seg.sub)
-                probe.destroy_subscription(net.sub)
-                probe.destroy_publisher(seg.pub)
-                probe.destroy_publisher(net.pub)
+                raw = interleaved(probers, endoscope_frames(h, w), args.frames, args.warmup)
+                entry.update({name: summary(ms) for name, ms in raw.items()})
+                entry["raw_ms"] = raw
+                results["sizes"][f"{w}x{h}"] = entry
+                print(f"{w}x{h}: " + "; ".join(
+                    f"{name} median {np.median(ms):.1f} ms p95 {np.percentile(ms, 95):.1f} ms"
+                    for name, ms in raw.items()), flush=True)  # fmt: skip
             finally:
-                stop(node)
+                for prober in probers.values():
+                    prober.close()
+                for node in nodes:
+                    stop(node)
     finally:
         stop(echo)
         executor.shutdown()
@@ -280,18 +287,35 @@ def main() -> int:
     return 0
 
 
+def start_node(name: str, model: Path, threads: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``ros2 run`` segmentation_node in namespace ``/cct_bench/<name>``, images on ``<ns>/image``."""
+    params = {
+        "model_path": model,
+        "backend": "onnxruntime",
+        "image_topic": f"/cct_bench/{name}/image",
+        "qos_reliability": "reliable",
+        "inference_threads": threads,
+        "camera_info_topic": "''",
+    }
+    cmd = ["ros2", "run", "cct_surgical_seg", "segmentation_node", "--ros-args"]
+    cmd += ["-r", f"__ns:=/cct_bench/{name}"]
+    for key, value in params.items():
+        cmd += ["-p", f"{key}:={value}"]
+    return start(cmd, env, log)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = list(results["sizes"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     data, labels = [], []
-    for s in sizes:
-        data += [results["sizes"][s]["raw_network_ms"], results["sizes"][s]["raw_end_to_end_ms"]]
-        labels += [f"{s}\nnetwork only", f"{s}\nend-to-end"]
+    for size, entry in results["sizes"].items():
+        for name, raw in entry["raw_ms"].items():
+            data.append(raw)
+            labels.append(f"{size}\n{'DDS echo' if name == 'network_only' else name + ' e2e'}")
     ax.boxplot(data, tick_labels=labels, showfliers=True)
     ax.axhline(33, color="r", ls="--", lw=1, label="33 ms goal (640x512)")
     ax.set_ylabel("ms (publish -> reply received)")
