@@ -119,8 +119,8 @@ def _region_pose(
     Why moments and contours: centroid and covariance come from the region's image moments, and
     the largest / smallest projection of the region's pixels onto the axis (tip, entry) is always
     reached on its outer contour, whose straight runs OpenCV compresses to their end points. So
-    the cost grows with the outline, not the area: a region filling a 640x512 frame costs
-    ~1 ms instead of ~40 ms of per-pixel NumPy, with the same results as the per-pixel maths.
+    the cost grows with the outline, not the area: for a region filling a 640x512 frame the
+    whole extraction takes ~5 ms instead of ~40 ms of per-pixel NumPy, with the same results.
     """
     m = cv2.moments(region, binaryImage=True)
     centroid = np.array([m["m10"] / m["m00"] + x, m["m01"] / m["m00"] + y])
@@ -154,6 +154,10 @@ def extract_instruments(
     params = params or PoseParams()
     if mask.ndim != 2:
         raise ValueError(f"mask must be HxW class ids, got shape {mask.shape}")
+    if mask.dtype != np.uint8:  # OpenCV's histogram below counts uint8 class ids
+        if mask.size and (mask.min() < 0 or mask.max() > 255):
+            raise ValueError(f"class ids must lie in 0..255, got {mask.min()}..{mask.max()}")
+        mask = mask.astype(np.uint8)
     height, width = mask.shape
     candidate = mask > 0 if params.instrument_classes is None else np.isin(mask, params.instrument_classes)
     class_groups = [candidate] if params.merge_classes else [mask == c for c in np.unique(mask[candidate])]

@@ -90,6 +90,15 @@ def test_score_is_mean_confidence_and_bbox_covers_region() -> None:
     assert inst.centroid == pytest.approx((74.5, 109.5))
 
 
+def test_integer_masks_of_any_dtype_give_the_same_instruments() -> None:
+    mask = np.zeros((H, W), np.uint8)
+    draw_shaft(mask, (0, 120), 20.0, length=150, width=14, class_id=2)
+    want = extract_instruments(mask, params=PoseParams(min_area_px=50))
+    assert extract_instruments(mask.astype(np.int64), params=PoseParams(min_area_px=50)) == want
+    with pytest.raises(ValueError, match=r"0\.\.255"):
+        extract_instruments(mask.astype(np.int32) * 200)
+
+
 def test_instrument_classes_restricts_regions() -> None:
     mask = np.zeros((H, W), np.uint8)
     mask[10:40, 0:100] = 1
