@@ -144,8 +144,9 @@ def quantize_int8(
             raise ExportError(
                 f"INT8 model agrees with FP32 on only {report.pixel_agreement:.2%} of pixels "
                 f"(worst frame {report.worst_frame_agreement:.2%}, {len(check)} held-out frames; "
-                f"required {min_agreement:.2%}); nothing written. Calibrate on more or more "
-                "representative frames, or try --method percentile"
+                f"required {min_agreement:.2%}); nothing written. Calibrate on more, more "
+                "representative frames; if it stays low, many of this model's pixels are too close "
+                "to call at 8 bits: deploy the FP32 model"
             )
         result = onnx.load(str(quantized))
     del result.metadata_props[:]
