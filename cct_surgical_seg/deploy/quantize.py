@@ -1,9 +1,9 @@
 """``cct-quantize``: an exported ONNX model -> an INT8 model for ONNX Runtime on CPU.
 
 Why: on a CPU the network is most of a frame's cost, and x86 CPUs with VNNI/AMX run INT8
-convolutions markedly faster than FP32 (the demo model at 224x288 on 2 cores: ~27 % less
-network time, measured by ``bench/bench_ros_latency.py``). GPUs do not need this file: TensorRT
-builds FP16 from the FP32 export.
+convolutions markedly faster than FP32 (the demo model in the ROS node on 2 cores, 640x512
+frames: 31.5 -> 24.7 ms median end to end, ``bench/bench_ros_latency.py --int8``). GPUs do not
+need this file: TensorRT builds FP16 from the FP32 export.
 
 How: static quantization with ONNX Runtime's tooling, QDQ format (QuantizeLinear /
 DequantizeLinear pairs around each quantized op, the form ORT and TensorRT both understand),
