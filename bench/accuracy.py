@@ -21,6 +21,13 @@ one continues from its last checkpoint (``cct-train --resume auto``). Run it in 
 
 ``--report-only`` rewrites the reports from the finished runs without training anything.
 
+Ablations: ``--tag NAME --set KEY=VALUE ...`` adds ``cct-train`` overrides to every run and
+keeps the runs and reports apart (``--work/<dataset>-NAME``, ``accuracy-<dataset>-NAME.*``);
+``--methods`` restricts the plan, e.g. a longer consistency ramp for CCT at 1/8 only:
+
+    python bench/accuracy.py --dataset robotic --fractions 0.125 --methods cct \
+        --tag ramp-full --set train.rampup_fraction=1.0
+
 Outputs: ``bench/results/accuracy-<dataset>.json``, ``.md`` (the table) and ``.png`` (binary Dice
 against label fraction). The EndoVis data are research-only: nothing but numbers leaves
 ``--work`` (default ``runs/accuracy``, git-ignored), where checkpoints and models stay.
@@ -120,7 +127,7 @@ def train_overrides(run: Run, args: argparse.Namespace) -> list[str]:
         "train.progress": False,
         "aux.vat": args.aux_vat,
     }
-    return [f"{k}={v}" for k, v in sets.items()]
+    return [f"{k}={v}" for k, v in sets.items()] + list(args.set)  # the ablation's overrides win
 
 
 def train(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> float:
@@ -185,7 +192,8 @@ def settings(args: argparse.Namespace) -> dict[str, object]:
     """What a result depends on: a published result is reused only under the same settings."""
     return {"crop": list(args.crop), "eval_size": list(args.eval_size), "steps": args.steps,
             "warmup": args.warmup, "batch": args.batch, "seed": args.seed,
-            "poisson_count": args.poisson_count, "aux_vat": args.aux_vat}
+            "poisson_count": args.poisson_count, "aux_vat": args.aux_vat,
+            **({"set": list(args.set)} if args.set else {})}
 
 
 def published_results(report: Path, args: argparse.Namespace) -> dict[str, dict]:
@@ -314,7 +322,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite the reports from the runs already finished")
-    return p.parse_args(argv)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="run only these methods (default: all)")
+    p.add_argument("--tag", default="", help="ablation name: runs and reports kept apart under it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra cct-train override for every run (repeatable; give it a --tag)")
+    args = p.parse_args(argv)
+    if args.set and not args.tag:
+        p.error("--set changes what a run means: give the ablation a --tag")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"dataset {data} has no images/ folder")
         datasets[dataset if dataset in DATASETS else data.name] = data
     # Fraction-major order: the headline comparison (smallest fraction) on every dataset first.
+    if args.tag:
+        datasets = {f"{name}-{args.tag}": data for name, data in datasets.items()}
     results: dict[str, list[dict]] = {name: [] for name in datasets}
     published = {name: published_results(args.out / f"accuracy-{name}.json", args) for name in datasets}
-    for run in plan(args.fractions, not args.no_poisson):
+    for run in [run for run in plan(args.fractions, not args.no_poisson) if run.method in args.methods]:
         for name, data in datasets.items():
             result = run_one(run, data, args.work / name, args, published[name])
             if result is None:

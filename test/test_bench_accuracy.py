@@ -86,3 +86,14 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     assert capsys.readouterr().out.count("done (published report), skipped") == 3
     again = json.loads((tmp_path / "out" / "accuracy-tiny.json").read_text())
     assert again["runs"] == report["runs"]
+    # An ablation: extra cct-train overrides, one method, kept apart from the main table.
+    ablation = [*argv, "--methods", "cct", "--tag", "ramp", "--set", "train.rampup_fraction=1.0"]
+    assert runner.main(ablation) == 0
+    tagged = json.loads((tmp_path / "out" / "accuracy-tiny-ramp.json").read_text())
+    assert [(r["method"], r["fraction"]) for r in tagged["runs"]] == [("cct", 0.5), ("cct", 1.0)]
+    assert tagged["meta"]["set"] == ["train.rampup_fraction=1.0"]
+    resolved = (tmp_path / "work" / "tiny-ramp" / "cct-0.500" / "config.yaml").read_text()
+    assert "rampup_fraction: 1.0" in resolved
+    assert json.loads((tmp_path / "out" / "accuracy-tiny.json").read_text())["runs"] == report["runs"]
+    with pytest.raises(SystemExit):
+        runner.parse_args([*argv, "--set", "train.rampup_fraction=1.0"])  # an override needs a --tag
