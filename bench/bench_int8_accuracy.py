@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy
 
-from cct_surgical_seg.deploy.quantize import quantize_int8
+from cct_surgical_seg.deploy.quantize import quantize_int8, spread_indices
 from cct_surgical_seg.io_utils import atomic_write_json, atomic_write_text
 from cct_surgical_seg.train.data import read_image, scan_dataset
 
@@ -35,8 +35,7 @@ from cct_surgical_seg.train.data import read_image, scan_dataset
 def train_frames(data: Path, count: int) -> list[np.ndarray]:
     """``count`` labelled train frames spread evenly over the train split (all videos)."""
     train = scan_dataset(data).train
-    picks = np.linspace(0, len(train) - 1, num=min(count, len(train))).round().astype(int)
-    return [read_image(train[i].image) for i in sorted(set(picks.tolist()))]
+    return [read_image(train[i].image) for i in spread_indices(len(train), count)]
 
 
 def row(dataset: str, run: str, precision: str, r: dict) -> dict:

@@ -138,20 +138,13 @@ class Prober:
     def connected(self) -> bool:
         return self.pub.get_subscription_count() >= 1 and self.sub.get_publisher_count() >= 1
 
-    def once(self, bgr: np.ndarray, index: int, timeout: float = 30.0) -> float:
-        """Send one frame, wait for its reply; the round trip in ms."""
-        from std_msgs.msg import Header
-
-        from cct_surgical_seg.ros.conversions import array_to_image
-
-        header = Header(frame_id="bench")
-        header.stamp.sec, header.stamp.nanosec = 1, index + 1
-        msg = array_to_image(bgr, header, "bgr8")  # built before the clock starts
-        self.want, self.event = index + 1, threading.Event()
+    def once(self, msg, timeout: float = 30.0) -> float:
+        """Send one frame (its stamp's nanosec identifies the reply), wait for it; ms."""
+        self.want, self.event = msg.header.stamp.nanosec, threading.Event()
         sent = time.perf_counter()
         self.pub.publish(msg)
         if not self.event.wait(timeout):
-            raise TimeoutError(f"no reply on {self.sub.topic_name} for frame {index}")
+            raise TimeoutError(f"no reply on {self.sub.topic_name} for frame {self.want - 1}")
         return (self.arrived - sent) * 1e3
 
     def close(self) -> None:
@@ -166,10 +159,17 @@ def interleaved(probers: dict[str, Prober], bgrs: list[np.ndarray], frames: int,
     Why interleaved: this machine's speed drifts by tens of percent over minutes; taking the
     targets in turn on every frame puts the same drift into every column of the comparison.
     """
+    from std_msgs.msg import Header
+
+    from cct_surgical_seg.ros.conversions import array_to_image
+
     out: dict[str, list[float]] = {name: [] for name in probers}
     for i in range(frames + warmup):
+        header = Header(frame_id="bench")
+        header.stamp.sec, header.stamp.nanosec = 1, i + 1
+        msg = array_to_image(bgrs[i % len(bgrs)], header, "bgr8")  # once per frame, off the clock
         for name, prober in probers.items():
-            ms = prober.once(bgrs[i % len(bgrs)], i)
+            ms = prober.once(msg)
             if i >= warmup:
                 out[name].append(ms)
     return out

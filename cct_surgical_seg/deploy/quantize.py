@@ -164,6 +164,12 @@ def _session(ort, path: str):
     return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """``min(count, total)`` distinct indices into ``total`` items, spread evenly, first and last
+    included: calibration should see every part of a recording, not its first minute."""
+    return sorted(set(np.linspace(0, total - 1, num=min(count, total)).round().astype(int).tolist()))
+
+
 def calibration_frames(source: Path, count: int) -> list[np.ndarray]:
     """Up to ``count`` RGB frames spread evenly over a folder of images or a video file."""
     from cct_surgical_seg.deploy.cli import iter_frames
@@ -171,7 +177,7 @@ def calibration_frames(source: Path, count: int) -> list[np.ndarray]:
     total, frames = iter_frames(source)
     if total is None:  # a stream of unknown length: take the first ``count``
         return [rgb for _, rgb in zip(range(count), frames, strict=False)]
-    wanted = set(np.linspace(0, total - 1, num=min(count, total)).round().astype(int).tolist())
+    wanted = set(spread_indices(total, count))
     return [rgb for index, (_, rgb) in enumerate(frames) if index in wanted]
 
 
