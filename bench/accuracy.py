@@ -253,12 +253,14 @@ def fmt(value: float) -> str:
 def write_report(dataset: str, results: list[dict], args: argparse.Namespace, out: Path) -> None:
     """JSON + Markdown table + PNG plot of binary Dice against label fraction."""
     meta = {"dataset": dataset, **settings(args),
-            "note": "val = held-out video; last checkpoint; metrics at full resolution through ONNX Runtime"}
+            "note": "val = held-out video; last checkpoint; metrics at full resolution through ONNX Runtime; "
+                    "ms per frame = the package's frame pipeline (resize, ONNX Runtime, poses) here"}
     atomic_write_json(out / f"accuracy-{dataset}.json", {"meta": meta, "runs": results})
     head = ("| method | fraction | Dice shaft | Dice manip. | IoU shaft | IoU manip. | binary Dice | "
-            "binary IoU | tip err. px (median) | binary Dice, best-on-val ckpt | steps | wall min |")
+            "binary IoU | tip err. px (median) | binary Dice, best-on-val ckpt | ms per frame (median) | "
+            "steps | wall min |")
     lines = [f"# Accuracy on {dataset} (val video)", "", f"Settings: `{json.dumps(meta)}`", "", head,
-             "|" + "---|" * 12]
+             "|" + "---|" * 13]
     ordered = sorted(results, key=lambda r: (r["fraction"], METHODS.index(r["method"])))
     for r in ordered:
         best_on_val = (r["selected_on_val"] or {}).get("binary_dice")
@@ -266,7 +268,7 @@ def write_report(dataset: str, results: list[dict], args: argparse.Namespace, ou
             f"| {r['method']} | {r['fraction']:.3f} | {fmt(r['dice']['shaft'])} | "
             f"{fmt(r['dice']['manipulator'])} | {fmt(r['iou']['shaft'])} | {fmt(r['iou']['manipulator'])} | "
             f"{fmt(r['binary_dice'])} | {fmt(r['binary_iou'])} | {fmt(r['tip_error_px']['median'])} | "
-            f"{fmt(best_on_val)} | {r['steps']} | {r['wall_s'] / 60:.1f} |")
+            f"{fmt(best_on_val)} | {r['latency_ms']['median']:.1f} | {r['steps']} | {r['wall_s'] / 60:.1f} |")
     steps = sorted({step for r in results for step, _ in r.get("val_curve", [])})
     if steps:
         lines += ["", "Binary Dice on the val video during training (all methods alike, at the eval size):",

@@ -48,7 +48,7 @@ def test_runner_writes_table_and_resumes(tmp_path: Path, capsys: pytest.CaptureF
     table = (tmp_path / "out" / "accuracy-tiny.md").read_text().splitlines()
     header = next(line for line in table if line.startswith("| method"))
     columns = ("fraction", "Dice shaft", "Dice manip.", "IoU shaft", "binary Dice", "tip err.", "best-on-val",
-               "steps")
+               "ms per frame", "steps")
     assert all(column in header for column in columns)
     curves_at = next(i for i, line in enumerate(table) if line.startswith("Binary Dice on the val video"))
     rows, curve_rows = table[:curves_at], table[curves_at:]
