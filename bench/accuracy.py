@@ -343,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / "images").is_dir():
             raise SystemExit(f"dataset {data} has no images/ folder")
         datasets[dataset if dataset in DATASETS else data.name] = data
-    # Fraction-major order: the headline comparison (smallest fraction) on every dataset first.
     if args.tag:
         datasets = {f"{name}-{args.tag}": data for name, data in datasets.items()}
     results: dict[str, list[dict]] = {name: [] for name in datasets}
     published = {name: published_results(args.out / f"accuracy-{name}.json", args) for name in datasets}
+    # Fraction-major order: the headline comparison (smallest fraction) on every dataset first.
     for run in [run for run in plan(args.fractions, not args.no_poisson) if run.method in args.methods]:
         for name, data in datasets.items():
             result = run_one(run, data, args.work / name, args, published[name])
