@@ -8,8 +8,9 @@ The 3x3 convolutions in ASPP and the decoder are depthwise-separable (as in the 
 paper's Xception variant): with 128 channels at stride 4 a plain 3x3 decoder would cost more
 than the whole Lite0 encoder, which matters for CPU training and edge inference.
 
-In CCT terms the shared encoder output that perturbations act on is ``Features.high``; the main
-decoder is ASPP + the low-level skip (``Segmenter.decode``).
+In CCT terms the shared encoder is the DeepLabV3+ encoder (backbone + ASPP): the auxiliary
+decoders see perturbed copies of the ASPP output (post-ReLU, ``aspp_channels`` wide), and the main
+decoder is the low-level skip and refinement (``DeepLabV3PlusDecoder``). ``model/cct.py`` wires it.
 """
 
 from __future__ import annotations
@@ -118,17 +119,20 @@ class DeepLabV3PlusDecoder(nn.Module):
         )
         self.classifier = nn.Conv2d(decoder_ch, num_classes, 1)
 
-    def forward(self, aspp_out: Tensor, low: Tensor) -> Tensor:
-        low = self.low_project(low)
-        x = torch.cat([resize(aspp_out, low.shape[-2:]), low], dim=1)
+    def fuse(self, aspp_out: Tensor, low_projected: Tensor) -> Tensor:
+        """Logits from the ASPP output and the already projected low-level features."""
+        x = torch.cat([resize(aspp_out, low_projected.shape[-2:]), low_projected], dim=1)
         return self.classifier(self.refine(x))
+
+    def forward(self, aspp_out: Tensor, low: Tensor) -> Tensor:
+        return self.fuse(aspp_out, self.low_project(low))
 
 
 class Segmenter(nn.Module):
     """The deployable main branch: normalised ``N,3,H,W`` in, logits ``N,C,H,W`` out.
 
-    ``encode`` and ``decode`` are split so ``CCTModel`` can run the encoder once, feed the main
-    decoder, and feed perturbed copies of ``Features.high`` to its auxiliary decoders.
+    ``encode`` and ``decode`` are split so ``CCTModel`` can run the backbone once and reach the
+    ASPP output and the low-level projection that its auxiliary decoders share with the main one.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -162,7 +166,7 @@ class Segmenter(nn.Module):
 
     @property
     def high_channels(self) -> int:
-        """Channels of ``Features.high``, the input of CCT auxiliary decoders."""
+        """Channels of ``Features.high`` (the backbone's stride-16 output, ASPP's input)."""
         return self.encoder.high_channels
 
     def encode(self, x: Tensor) -> Features:

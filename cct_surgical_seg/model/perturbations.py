@@ -1,15 +1,16 @@
 """CCT feature perturbations, one small module each (Ouali et al. 2020; yassouali/CCT semantics).
 
-Each module perturbs the shared encoder output ``Features.high`` (``N,C,h,w``) before an
-auxiliary decoder sees it. They share one call signature so ``AuxDecoder`` can treat them alike::
+Each module perturbs the shared encoder output (``N,C,h,w``; the ASPP output in the default
+placement, see ``model/cct.py``) before an auxiliary decoder sees it. They share one call
+signature so ``AuxDecoder`` can treat them alike::
 
     perturbation(x, main_logits=None, decoder=None) -> perturbed x (same shape)
 
 ``main_logits`` is the main decoder's prediction (``N,K,H,W``, any spatial size; detached by the
 caller) for the perturbations guided by it (masking, cutout, VAT); ``decoder`` is the auxiliary
 decoder itself, which VAT needs to find its adversarial direction. Class 0 is background: the
-"object" of masking and cutout is ``argmax(main) > 0``. Defaults are the reference values from
-/work/shared/REFERENCES.md (yassouali/CCT ``configs/config.json``).
+"object" of masking and cutout is ``argmax(main) > 0``. Defaults are the reference values of
+yassouali/CCT ``configs/config.json``, except VAT's ``eps``, which is relative to the feature norm.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class FeatureDrop(Perturbation):
 
     Reference ``low, high = 0.7, 0.9``. The threshold is drawn per sample; positions whose
     channel-mean activation reaches it are zeroed in all channels, the rest kept unchanged. This
-    forces the decoder to use the less salient parts of the representation.
+    forces the decoder to use the less salient parts of the representation. The channel mean
+    measures activation strength only on non-negative (post-ReLU) features, which is why the
+    default placement perturbs the ASPP output; a sample whose maximum is <= 0 is kept whole.
     """
 
     def __init__(self, low: float = 0.7, high: float = 0.9) -> None:
@@ -201,39 +204,44 @@ def _l2_normalize(d: Tensor) -> Tensor:
 
 
 class VAT(Perturbation):
-    """Intermediate virtual adversarial training: ``x + r_adv``, ``||r_adv||_2 = eps`` per sample.
+    """Intermediate virtual adversarial training: ``x + r_adv``, ``||r_adv||_2 = eps * ||x||_2`` per sample.
 
-    Reference ``xi=1e-6, eps=2.0``, one power iteration. Starting from a random unit direction
-    ``d``, the gradient of ``KL(softmax(main) || softmax(decoder(x + xi d)))`` with respect to
-    ``d`` gives the direction that changes the decoder's output most; ``r_adv`` is that
-    direction scaled to ``eps``. The KL target is the main prediction (detached), as the brief for
-    this package specifies. Gradients are taken with ``torch.autograd.grad`` on ``d`` only, so the
-    search never leaves gradients on the decoder's parameters or reaches the encoder.
+    Reference ``xi=1e-6``, one power iteration. Starting from a random unit direction ``d``, the
+    gradient of ``KL(softmax(main) || softmax(decoder(x + xi ||x|| d)))`` with respect to ``d``
+    gives the direction that changes the decoder's output most; ``r_adv`` is that direction
+    scaled to ``eps`` times the sample's feature norm. The reference's absolute ``eps = 2`` is a
+    vanishing fraction of the norm of a 128- or 320-channel map, and its meaning would change
+    with the map's size; a relative ``eps`` (default 0.1) does not. The search runs in float32
+    with autocast off: in bf16/fp16 a step of ``xi`` is below the features' resolution and the
+    gradient direction would be noise. The KL target is the main prediction (detached).
+    Gradients are taken with ``torch.autograd.grad`` on ``d`` only, so the search never leaves
+    gradients on the decoder's parameters or reaches the encoder.
     """
 
-    def __init__(self, xi: float = 1e-6, eps: float = 2.0, iterations: int = 1) -> None:
+    def __init__(self, xi: float = 1e-6, eps: float = 0.1, iterations: int = 1) -> None:
         super().__init__()
         if xi <= 0 or eps <= 0 or iterations < 1:
             raise ValueError(f"need xi > 0, eps > 0, iterations >= 1; got {xi}, {eps}, {iterations}")
         self.xi, self.eps, self.iterations = xi, eps, iterations
 
     def adversarial_direction(self, x: Tensor, main_logits: Tensor, decoder: Decoder) -> Tensor:
-        """``r_adv`` (same shape as ``x``), detached, L2 norm ``eps`` per sample."""
-        x_detached = x.detach()
-        target = F.softmax(main_logits.detach(), dim=1)
-        d = _l2_normalize(torch.rand_like(x_detached) - 0.5)
-        with torch.enable_grad():
+        """``r_adv`` (float32, same shape as ``x``), detached, L2 norm ``eps * ||x||`` per sample."""
+        x32 = x.detach().float()
+        scale = x32.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+        target = F.softmax(main_logits.detach().float(), dim=1)
+        d = _l2_normalize(torch.rand_like(x32) - 0.5)
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             for _ in range(self.iterations):
                 d = d.detach().requires_grad_(True)
-                log_p_hat = F.log_softmax(decoder(x_detached + self.xi * d), dim=1)
+                log_p_hat = F.log_softmax(decoder(x32 + self.xi * scale * d).float(), dim=1)
                 distance = F.kl_div(log_p_hat, target, reduction="batchmean")
                 (grad,) = torch.autograd.grad(distance, d)
                 # A sample with a vanishing gradient keeps its current (random) direction.
                 flat_norm = grad.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
                 d = torch.where(flat_norm > 0, _l2_normalize(grad), d.detach())
-        return (self.eps * _l2_normalize(d)).detach()
+        return (self.eps * scale * _l2_normalize(d)).detach()
 
     def forward(self, x: Tensor, main_logits: Tensor | None = None, decoder: Decoder | None = None) -> Tensor:
         logits = _require(main_logits, "the main prediction", "VAT")
         dec = _require(decoder, "the auxiliary decoder", "VAT")
-        return x + self.adversarial_direction(x, logits, dec)
+        return x + self.adversarial_direction(x, logits, dec).to(x.dtype)

@@ -111,7 +111,7 @@ def test_connected_components_separates_objects() -> None:
     assert len(labels[0:2, 0:2].unique()) == 1 and len(labels[3:5, 4:7].unique()) == 1
 
 
-def test_vat_perturbation_has_norm_eps_per_sample_and_is_adversarial() -> None:
+def _vat_setup():
     torch.manual_seed(0)
     head = torch.nn.Conv2d(6, 3, 1)
     size = (16, 20)
@@ -119,13 +119,20 @@ def test_vat_perturbation_has_norm_eps_per_sample_and_is_adversarial() -> None:
     def decoder(f: torch.Tensor) -> torch.Tensor:
         return F.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
 
-    x = torch.randn(3, 6, 4, 5, requires_grad=True)
+    x = torch.rand(3, 6, 4, 5) * 4.0  # post-ReLU-like features
     main = torch.randn(3, 3, *size)
-    vat = VAT(xi=1e-6, eps=2.0)
+    return head, decoder, x, main
+
+
+def test_vat_perturbation_has_norm_relative_to_features_and_is_adversarial() -> None:
+    head, decoder, x, main = _vat_setup()
+    x.requires_grad_(True)
+    vat = VAT(xi=1e-6, eps=0.1)
     out = vat(x, main_logits=main, decoder=decoder)
     r = (out - x).detach()
     assert out.shape == x.shape
-    torch.testing.assert_close(r.flatten(1).norm(dim=1), torch.full((3,), 2.0), rtol=1e-4, atol=1e-4)
+    expected = 0.1 * x.detach().flatten(1).norm(dim=1)
+    torch.testing.assert_close(r.flatten(1).norm(dim=1), expected, rtol=1e-4, atol=1e-4)
     assert head.weight.grad is None  # the direction search leaves no parameter gradients
     out.sum().backward()
     assert x.grad is not None  # the perturbed features still carry gradient to the encoder
@@ -138,6 +145,30 @@ def test_vat_perturbation_has_norm_eps_per_sample_and_is_adversarial() -> None:
 
     base = x.detach()
     rand = torch.randn_like(base)
-    rand = 2.0 * rand / rand.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    rand = expected.view(-1, 1, 1, 1) * rand / rand.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     with torch.no_grad():
         assert kl(base + r) > kl(base + rand)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_vat_direction_under_autocast_matches_the_float32_one(dtype: torch.dtype) -> None:
+    """Under mixed precision (half-type features, autocast decoder) VAT finds the float32 direction.
+
+    Shapes of the default placement: a 128-channel stride-16 map, logits at stride 4.
+    """
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Conv2d(128, 16, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 3, 1))
+
+    def decoder(f: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(head(f), size=(56, 72), mode="bilinear", align_corners=False)
+
+    x = torch.rand(4, 128, 14, 18) * 2.0
+    main = torch.randn(4, 3, 56, 72) * 3.0
+    vat = VAT()
+    torch.manual_seed(1)
+    exact = vat.adversarial_direction(x, main, decoder)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=dtype):
+        mixed = vat.adversarial_direction(x.to(dtype), main.to(dtype), decoder)
+    cosine = F.cosine_similarity(exact.flatten(1), mixed.float().flatten(1), dim=1)
+    assert torch.all(cosine > 0.99), cosine
