@@ -3,7 +3,7 @@
     cct-train --config config/train.yaml --data DIR --out RUN_DIR [--set a.b=value ...]
               [--resume PATH|auto] [--synthetic]
     torchrun --nproc_per_node 2 -m cct_surgical_seg.train.cli --data DIR --out RUN_DIR
-    cct-eval CHECKPOINT DATA_DIR [--split auto|val|train|all] [--json OUT] [--size H W | --native]
+    cct-eval CHECKPOINT DATA_DIR [--split auto|val|test|train|all] [--json OUT] [--size H W | --native]
 
 Exit codes: 0 done, 2 bad configuration/data/checkpoint (one message, no traceback),
 128 + signal number when SIGINT/SIGTERM stopped training (``last.pt`` was written first).
@@ -41,6 +41,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, CSV logs, config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=5e-3 --set data.crop_size=[256,320]")
+    p.add_argument("--unlabelled", action="append", default=[], type=Path, metavar="PATH",
+                   help="more unlabelled frames: a folder of images or a video file (repeatable; "
+                        "adds to data.extra_unlabelled)")
     p.add_argument("--resume", metavar="PATH|auto",
                    help="continue from a checkpoint; 'auto' = RUN_DIR/last.pt if it exists")
     p.add_argument("--synthetic", action="store_true",
@@ -83,6 +86,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.data is not None:
             cfg.data.root = str(args.data)
+        cfg.data.extra_unlabelled += [str(path) for path in args.unlabelled]
         ctx, device = T.init_distributed(cfg.device)
     except (ConfigError, ValueError, RuntimeError) as exc:
         print(f"cct-train: {exc}", file=sys.stderr)
@@ -143,8 +147,9 @@ def eval_parser() -> argparse.ArgumentParser:
                                 description="Per-class Dice/IoU of a checkpoint on a dataset.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("data", type=Path, help="dataset root (images/ + masks/ [+ MANIFEST.csv])")
-    p.add_argument("--split", choices=("auto", "val", "train", "all"), default="auto",
-                   help="frames to score; auto = the manifest's val split if there is one, else all")
+    p.add_argument("--split", choices=("auto", "val", "test", "train", "all"), default="auto",
+                   help="frames to score; auto = the manifest's val split if there is one, else all "
+                        "(all = train + val; test only when asked for)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
@@ -182,7 +187,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         split = args.split
         if split == "auto":
             split = "val" if (args.data / "MANIFEST.csv").is_file() and index.val else "all"
-        samples = {"val": index.val, "train": index.train, "all": index.train + index.val}[split]
+        samples = {"val": index.val, "test": index.test, "train": index.train,
+                   "all": index.train + index.val}[split]
         ignore = int(data_cfg.get("ignore_index", 255))
         check = D.DatasetIndex(index.root, train=samples)
         D.validate_index(check, model_cfg.num_classes, ignore, splits=("train",))

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 class ConfigError(ValueError):
     """The training configuration is invalid; the message names the key."""
@@ -28,6 +30,17 @@ class PoissonSection:
     max_shift: float = 0.0
     flip_prob: float = 0.5
     margin: int = 3
+
+
+@dataclasses.dataclass
+class AppearanceSection:
+    enabled: bool = True
+    instrument: float = 0.6
+    tissue: float = 0.5
+    gamma: float = 0.5
+    fat: float = 0.3
+    highlights: float = 0.4
+    grayscale: float = 0.1
 
 
 @dataclasses.dataclass
@@ -61,6 +74,9 @@ class DataSection:
     unlabelled_batch_size: int = 8
     eval_batch_size: int = 4
     num_workers: int = 2
+    extra_unlabelled: list[str] = dataclasses.field(default_factory=list)
+    video_stride: int = 10
+    appearance: AppearanceSection = dataclasses.field(default_factory=AppearanceSection)
     poisson: PoissonSection = dataclasses.field(default_factory=PoissonSection)
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
 
@@ -89,6 +105,7 @@ class TrainSection:
     checkpoint_every: int = 500
     log_every: int = 10
     best_metric: str = "mean_dice"
+    ema_decay: float = 0.999
     progress: bool = True
     tensorboard: bool = True
 
@@ -97,7 +114,8 @@ class TrainSection:
 class TrainConfig:
     seed: int = 0
     device: str = "auto"
-    amp: bool = False
+    precision: str = "auto"
+    channels_last: bool = True
     deterministic: bool = False
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     aux: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -135,6 +153,8 @@ class TrainConfig:
         for name in ("batch_size", "unlabelled_batch_size", "eval_batch_size"):
             if getattr(d, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1")
+        if d.video_stride < 1:
+            raise ConfigError("data.video_stride must be >= 1")
         if d.num_workers < 0:
             raise ConfigError("data.num_workers must be >= 0")
         if o.name not in ("sgd", "adamw"):
@@ -147,6 +167,10 @@ class TrainConfig:
             raise ConfigError(f"train.rampup_fraction must be in [0, 1], got {t.rampup_fraction}")
         if t.best_metric not in ("mean_dice", "mean_iou", "binary_dice", "binary_iou", "mean_iou_all"):
             raise ConfigError(f"train.best_metric {t.best_metric!r} is not a reported metric")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0 <= t.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -196,7 +220,8 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         return value
     if isinstance(default, list) and isinstance(value, (list, tuple)):
         return list(value)
-    raise ConfigError(f"{key} must be a {type(default).__name__}, got {value!r}")
+    name = type(default).__name__
+    raise ConfigError(f"{key} must be {'an' if name[0] in 'aeiou' else 'a'} {name}, got {value!r}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

@@ -6,7 +6,10 @@ Layout (docs/design.md)::
     ROOT/masks/<name>.png             uint8 class ids, same size as the image
     ROOT/unlabelled/<name>.(png|jpg)  optional unlabelled frames
     ROOT/MANIFEST.csv                 optional: file,video_or_group,split,mask
-    ROOT/splits/{train,val,unlabelled}.txt   optional instead of a manifest: one image path a line
+    ROOT/splits/{train,val,test,unlabelled}.txt   optional instead of a manifest: one image path a line
+
+Splits: ``train`` (labelled training frames), ``val`` (validated on during training), ``test``
+(never read by training; scored with ``cct-eval --split test``), ``unlabelled``.
 
 Why so much checking up front: a training run takes hours, and a bad mask found at step
 40 000 (or, worse, a class id the loss silently ignores) wastes all of it. ``validate_index``
@@ -36,8 +39,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cct_surgical_seg.train.appearance import AppearanceConfig, augment_appearance
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SPLITS = ("train", "val", "unlabelled")
+SPLITS = ("train", "val", "test", "unlabelled")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 MAX_REPORTED_PROBLEMS = 20
 
 
@@ -62,13 +68,15 @@ class DatasetIndex:
     root: Path
     train: list[Sample] = field(default_factory=list)
     val: list[Sample] = field(default_factory=list)
+    test: list[Sample] = field(default_factory=list)
     unlabelled: list[Sample] = field(default_factory=list)
 
     def summary(self) -> str:
         groups = sorted({s.group for s in self.train})
+        test = f", test {len(self.test)}" if self.test else ""
         return (
             f"{self.root}: train {len(self.train)} labelled ({len(groups)} groups), "
-            f"val {len(self.val)}, unlabelled {len(self.unlabelled)}"
+            f"val {len(self.val)}{test}, unlabelled {len(self.unlabelled)}"
         )
 
 
@@ -197,6 +205,62 @@ def scan_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> 
     return index
 
 
+# --------------------------------------------------------------------------- extra unlabelled frames
+
+
+def extra_unlabelled(sources: Sequence[str | Path], cache: Path, video_stride: int = 10) -> list[Sample]:
+    """Unlabelled frames from folders of images and from video files (every ``video_stride``-th frame).
+
+    This is how a site adds its own unlabelled video to training. Video frames are written once
+    to ``cache/<video stem>/`` as JPEG (a rerun or a resume reuses them), so the loaders read
+    them like any other frame. The group of a frame is its folder's or video's name.
+    """
+    samples: list[Sample] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            frames = _images_in(source)
+        elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
+            frames = _video_frames(source, cache / source.stem, video_stride)
+        else:
+            raise DatasetError(f"{source}: extra unlabelled source must be a folder of images or a video "
+                               f"({', '.join(VIDEO_SUFFIXES)})")
+        if not frames:
+            raise DatasetError(f"{source}: no frames found")
+        samples += [Sample(frame, None, source.stem, "unlabelled") for frame in frames]
+    return samples
+
+
+def _video_frames(video: Path, folder: Path, stride: int) -> list[Path]:
+    """Every ``stride``-th frame of ``video`` as ``folder/<stem>_f<index>.jpg`` (written once)."""
+    done = folder / ".complete"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        capture = cv2.VideoCapture(str(video))
+        if not capture.isOpened():
+            raise DatasetError(f"{video}: cannot open video")
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % stride == 0:
+                name = folder / f"{video.stem}_f{index:06d}.jpg"
+                cv2.imwrite(str(name), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            index += 1
+        capture.release()
+        done.touch()
+    return _images_in(folder)
+
+
+def check_no_leak(labelled: Sequence[Sample], held_out: Sequence[Sample]) -> None:
+    """Raise if a frame that is held out (val or test) would be trained on with its mask."""
+    held = {s.image.resolve() for s in held_out}
+    leaked = sorted(str(s.image) for s in labelled if s.image.resolve() in held)
+    if leaked:
+        raise DatasetError(f"{len(leaked)} val/test frame(s) are also labelled training frames, "
+                           f"e.g. {leaked[:3]}")
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -242,7 +306,7 @@ def find_problems(
         return len(problems) >= limit
 
     for split in splits:
-        empty = split != "unlabelled" and not getattr(index, split)
+        empty = split in ("train", "val") and not getattr(index, split)
         if empty and add(f"{index.root}: split '{split}' is empty"):
             return problems
     for split in splits:
@@ -352,6 +416,7 @@ class AugmentConfig:
     saturation: float = 0.2
     hue: float = 0.02
     ignore_index: int = 255
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -406,7 +471,8 @@ def random_scale_crop(
 def augment(
     image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, cfg: AugmentConfig
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The training augmentation: scale + crop, flips (aligned), then colour jitter (image only)."""
+    """The training augmentation: scale + crop, flips (aligned), then appearance (mask-guided
+    recolouring, ``train/appearance.py``) and colour jitter (image only)."""
     image, mask = random_scale_crop(image, mask, rng, cfg)
     if cfg.hflip and rng.random() < 0.5:
         image = image[:, ::-1]
@@ -414,8 +480,9 @@ def augment(
     if cfg.vflip and rng.random() < 0.5:
         image = image[::-1]
         mask = None if mask is None else mask[::-1]
-    image = color_jitter(np.ascontiguousarray(image), rng, cfg)
-    return image, None if mask is None else np.ascontiguousarray(mask)
+    image, mask = np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
+    image = augment_appearance(image, mask, rng, cfg.appearance, cfg.ignore_index)
+    return color_jitter(image, rng, cfg), mask
 
 
 def to_tensor_image(image: np.ndarray) -> torch.Tensor:
@@ -562,6 +629,7 @@ class BatchStream:
         self.pin_memory = pin_memory
         self.epoch = 0
         self.batch = 0
+        self._epoch_length = 0
         self._iter: Iterator[dict[str, torch.Tensor]] | None = None
 
     def batches_of_epoch(self, epoch: int) -> list[list[tuple[int, int]]]:
@@ -576,30 +644,34 @@ class BatchStream:
         count = len(keys) // self.batch_size
         return [keys[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
 
+    def _batch_keys(self, epoch: int, batch: int) -> Iterator[list[tuple[int, int]]]:
+        """Every batch from ``(epoch, batch)`` on, across epochs, without end."""
+        while True:
+            yield from self.batches_of_epoch(epoch)[batch:]
+            epoch, batch = epoch + 1, 0
+
     def _start(self) -> None:
-        batches = self.batches_of_epoch(self.epoch)[self.batch :]
+        """One DataLoader for the whole stream: its worker lives across epochs, so an epoch
+        boundary costs no process start (with few labelled frames an epoch is a few steps)."""
         loader = DataLoader(
-            self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+            self.dataset, batch_sampler=self._batch_keys(self.epoch, self.batch), num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=False,
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             multiprocessing_context=worker_context(self.num_workers),
             generator=torch.Generator(),  # never draw from the global RNG (resume must not shift it)
         )
         self._iter = iter(loader)
+        self._epoch_length = len(self.batches_of_epoch(self.epoch))
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        while True:
-            if self._iter is None:
-                self._start()
-            try:
-                batch = next(self._iter)  # type: ignore[arg-type]
-            except StopIteration:
-                self._iter = None
-                self.epoch += 1
-                self.batch = 0
-                continue
-            self.batch += 1
-            return batch
+        if self._iter is None:
+            self._start()
+        batch = next(self._iter)  # type: ignore[arg-type]
+        self.batch += 1
+        if self.batch == self._epoch_length:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._epoch_length = len(self.batches_of_epoch(self.epoch))
+        return batch
 
     def __iter__(self) -> BatchStream:
         return self

@@ -35,6 +35,7 @@ def supervised_loss(
     target = target.long()
     if not bool((target != ignore_index).any()):
         return logits.sum() * 0.0
+    logits = logits.float()  # losses in float32 whatever the autocast dtype of the network
     weight = class_weights.to(device=logits.device, dtype=logits.dtype) if class_weights is not None else None
     return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
 
@@ -47,14 +48,14 @@ def consistency_loss(main_logits: Tensor, aux_logits: Sequence[Tensor]) -> Tenso
     """
     if len(aux_logits) == 0:
         return main_logits.sum() * 0.0
-    target = F.softmax(main_logits.detach(), dim=1)
-    total = main_logits.new_zeros(())
+    target = F.softmax(main_logits.detach().float(), dim=1)
+    total = target.new_zeros(())
     for index, aux in enumerate(aux_logits):
         if aux.shape != main_logits.shape:
             raise ValueError(
                 f"aux output {index} has shape {tuple(aux.shape)}, main {tuple(main_logits.shape)}"
             )
-        total = total + F.mse_loss(F.softmax(aux, dim=1), target)
+        total = total + F.mse_loss(F.softmax(aux.float(), dim=1), target)
     return total / len(aux_logits)
 
 

@@ -45,6 +45,7 @@ from cct_surgical_seg.model.cct import AuxConfig, CCTModel
 from cct_surgical_seg.model.checkpoint import CheckpointError, load_checkpoint, make_payload, save_checkpoint
 from cct_surgical_seg.model.config import ModelConfig
 from cct_surgical_seg.train import data as D
+from cct_surgical_seg.train.appearance import AppearanceConfig
 from cct_surgical_seg.train.config import ConfigError, TrainConfig, dump_config
 from cct_surgical_seg.train.losses import ConsistencyWeight, consistency_loss, supervised_loss
 from cct_surgical_seg.train.metrics import ConfusionMatrix, flat_metrics, summarize
@@ -224,6 +225,9 @@ def prepare_data(cfg: TrainConfig, root: Path, run_dir: Path, ctx: DistContext =
     D.validate_index(index, model_cfg.num_classes, d.ignore_index)
     labelled, dropped = D.select_label_fraction(index.train, d.label_fraction, d.label_seed)
     unlabelled = list(index.unlabelled) + dropped
+    if d.extra_unlabelled:
+        unlabelled += D.extra_unlabelled(d.extra_unlabelled, run_dir / "unlabelled_video", d.video_stride)
+    D.check_no_leak(labelled, list(index.val) + list(index.test))
     if d.poisson.count > 0:
         folder = run_dir / "poisson"
         if ctx.is_main:
@@ -245,21 +249,19 @@ def prepare_data(cfg: TrainConfig, root: Path, run_dir: Path, ctx: DistContext =
 @torch.no_grad()
 def evaluate(
     segmenter: nn.Module, loader: Any, model_cfg: ModelConfig, device: torch.device,
-    ignore_index: int = 255, ctx: DistContext = DistContext(), amp: bool = False,
+    ignore_index: int = 255, ctx: DistContext = DistContext(),
 ) -> dict[str, Any]:
     """Per-class Dice/IoU and binary Dice of ``segmenter`` over ``loader`` (all ranks summed).
 
     Logits are upsampled to each mask's native size before the argmax, so the figures do not
-    depend on the size the network ran at.
+    depend on the size the network ran at. Always float32: these are the figures a run reports.
     """
     was_training = segmenter.training
     segmenter.eval()
     cm = ConfusionMatrix(model_cfg.num_classes, ignore_index)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else nullcontext()
     for batch in loader:
         x = D.normalize(batch["image"].to(device), model_cfg.mean, model_cfg.std)
-        with autocast:
-            logits = segmenter(x)
+        logits = segmenter(x)
         for k, mask in enumerate(batch["mask"]):
             item = logits[k : k + 1].float()
             if item.shape[-2:] != mask.shape:
@@ -272,6 +274,48 @@ def evaluate(
         matrix = matrix.cpu()
     segmenter.train(was_training)
     return summarize(matrix, model_cfg.class_names)
+
+
+# --------------------------------------------------------------------------- precision, weight averaging
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps for config ``precision`` (None = float32).
+
+    ``auto``: bf16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs
+    with bf16 support), else fp16 on CUDA, else float32. Emulated bf16 would be slower than
+    float32, so ``auto`` never picks it.
+    """
+    if name == "fp32":
+        return None
+    if name in ("bf16", "fp16"):
+        return torch.bfloat16 if name == "bf16" else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return torch.bfloat16
+    return None
+
+
+def build_ema(segmenter: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``segmenter``'s weights and buffers (None when decay is 0).
+
+    The effective decay ramps as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the
+    average follows the fast-changing early weights instead of remembering the initial ones.
+    BatchNorm statistics are averaged with the weights (``use_buffers``); integer buffers copy.
+    """
+    if decay <= 0:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):
+            torch._foreach_copy_(averaged, current)
+            return
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return torch.optim.swa_utils.AveragedModel(segmenter, multi_avg_fn=update, use_buffers=True)
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -327,6 +371,9 @@ class Trainer:
         self.model = CCTModel(self.model_cfg, self.aux_cfg).to(self.device)
         if ctx.distributed and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.ema = build_ema(self.model.segmenter, cfg.train.ema_decay)
         seed_everything(cfg.seed + 1000 * ctx.rank)  # independent perturbations per rank
         self.net: nn.Module = _StepModule(self.model)
         if ctx.distributed:
@@ -337,8 +384,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(
             self.optimizer, total_iters=cfg.total_steps, power=cfg.optim.poly_power)
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.autocast_dtype = resolve_precision(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.device.type == "cuda" and self.autocast_dtype == torch.float16)
         t = cfg.train
         self.consistency_weight = ConsistencyWeight(
             t.consistency_weight, round(t.rampup_fraction * t.cct_steps), start_step=t.warmup_steps)
@@ -349,7 +397,8 @@ class Trainer:
 
         d = cfg.data
         aug = D.AugmentConfig(tuple(d.crop_size), tuple(d.scale_range), d.hflip, d.vflip, d.brightness,
-                              d.contrast, d.saturation, d.hue, d.ignore_index)
+                              d.contrast, d.saturation, d.hue, d.ignore_index,
+                              AppearanceConfig(**dataclasses.asdict(d.appearance)))
         pin = self.device.type == "cuda"
         self.labelled = D.BatchStream(D.TrainFrames(train_data.labelled, aug, labelled=True), d.batch_size,
                                       cfg.seed, d.num_workers, ctx.rank, ctx.world_size, pin)
@@ -375,16 +424,27 @@ class Trainer:
         """1 = supervised warm-up, 2 = CCT."""
         return 1 if step < self.cfg.train.warmup_steps else 2
 
+    def _input(self, images: Tensor) -> Tensor:
+        """uint8 N,3,H,W batch -> normalised float input on the device, in the model's memory format."""
+        x = D.normalize(images.to(self.device, non_blocking=True), self.model_cfg.mean, self.model_cfg.std)
+        return x.contiguous(memory_format=self.memory_format)
+
+    @property
+    def deployable(self) -> nn.Module:
+        """The segmenter that validation, checkpoints and export see: the EMA one when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model.segmenter
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step at ``self.step``; returns the loss terms."""
         t, dev = self.cfg.train, self.device
         stage = self.stage_of(self.step)
         batch = next(self.labelled)
-        x_l = D.normalize(batch["image"].to(dev, non_blocking=True), self.model_cfg.mean, self.model_cfg.std)
+        x_l = self._input(batch["image"])
         y_l = batch["mask"].to(dev, non_blocking=True)
         weight = self.consistency_weight(self.step)
         self.model.train()
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                    else nullcontext())
         with autocast:
             if stage == 1:
                 logits = self.net(x_l, cct=False)
@@ -394,8 +454,7 @@ class Trainer:
             else:
                 x = x_l
                 if self.unlabelled is not None:
-                    u = next(self.unlabelled)["image"].to(dev, non_blocking=True)
-                    x = torch.cat([x_l, D.normalize(u, self.model_cfg.mean, self.model_cfg.std)])
+                    x = torch.cat([x_l, self._input(next(self.unlabelled)["image"])])
                 out = self.net(x, cct=True)
                 n_l = x_l.shape[0]
                 sup = supervised_loss(out.main[:n_l], y_l, self.class_weights, self.cfg.data.ignore_index)
@@ -410,6 +469,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model.segmenter)
         self.step += 1
         return {"loss": float(loss.detach()), "sup_loss": float(sup.detach()),
                 "cons_loss": float(cons.detach()), "cons_weight": float(weight), "stage": stage}
@@ -512,6 +573,9 @@ class Trainer:
         if self.ctx.distributed:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, src=0)
+            if self.ema is not None:
+                for buffer in self.ema.module.buffers():
+                    dist.broadcast(buffer, src=0)
 
     def validate(self) -> dict[str, Any]:
         """Validation figures on this run's val frames ({} when there are none)."""
@@ -522,8 +586,8 @@ class Trainer:
         size = tuple(d.eval_size) if d.eval_size else None
         loader = D.eval_loader(self.val_frames, size, d.eval_batch_size, d.num_workers,
                                self.ctx.rank, self.ctx.world_size)
-        self.last_metrics = evaluate(self.model.segmenter, loader, self.model_cfg, self.device,
-                                     d.ignore_index, self.ctx, self.use_amp)
+        self.last_metrics = evaluate(self.deployable, loader, self.model_cfg, self.device,
+                                     d.ignore_index, self.ctx)
         return self.last_metrics
 
     # ------------------------------------------------------------------ interruption
@@ -586,6 +650,8 @@ class Trainer:
                      "rampup_steps": self.consistency_weight.rampup_steps,
                      "start_step": self.consistency_weight.start_step},
             "best_metric": self.best_metric,
+            **({"ema": {"n_averaged": int(self.ema.n_averaged),
+                        "raw_segmenter": self.model.segmenter.state_dict()}} if self.ema is not None else {}),
             "world_size": self.ctx.world_size,
             "config": self.cfg.to_dict(),
         }
@@ -596,7 +662,7 @@ class Trainer:
         self.sync_buffers()
         state = self.train_state()
         if self.ctx.is_main:
-            payload = make_payload(self.model.segmenter, self.model_cfg, aux_config=self.aux_cfg.to_dict(),
+            payload = make_payload(self.deployable, self.model_cfg, aux_config=self.aux_cfg.to_dict(),
                                    aux_decoders=self.model.aux_decoders, train_state=state,
                                    metrics=self.last_metrics)
             save_checkpoint(path, payload)
@@ -610,7 +676,14 @@ class Trainer:
             raise CheckpointError(path, "has no train_state (not a training checkpoint); cannot resume")
         if data["model_config"] != self.model_cfg.to_dict():
             raise CheckpointError(path, "model_config differs from this run's model section")
-        self.model.segmenter.load_state_dict(data["segmenter"])
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(path, "has no EMA state; resume with train.ema_decay=0 or start afresh")
+            self.ema.module.load_state_dict(data["segmenter"])
+            self.ema.n_averaged.fill_(int(state["ema"]["n_averaged"]))
+            self.model.segmenter.load_state_dict(state["ema"]["raw_segmenter"])
+        else:
+            self.model.segmenter.load_state_dict(data["segmenter"])
         if data.get("aux_decoders") is not None:
             self.model.aux_decoders.load_state_dict(data["aux_decoders"])
         self.optimizer.load_state_dict(state["optimizer"])

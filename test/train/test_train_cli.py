@@ -86,3 +86,18 @@ def test_synthetic_dataset_when_the_simulator_is_installed(tmp_path: Path) -> No
     assert rc == 0
     assert (tmp_path / "run" / "synthetic_data" / "MANIFEST.csv").is_file()
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_eval_scores_the_test_split_when_asked(trained: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    import csv
+
+    run, _ = trained
+    data = make_dataset(tmp_path / "ds", labelled=9, unlabelled=0, groups=3)
+    rows = list(csv.reader((data / "MANIFEST.csv").open()))
+    for row in rows[1:]:
+        if row[2] == "val":
+            row[2] = "test"
+    with (data / "MANIFEST.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    assert eval_main([str(run / "last.pt"), str(data), "--split", "test"]) == 0
+    assert "test: 3 frames" in capsys.readouterr().out

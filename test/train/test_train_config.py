@@ -17,7 +17,8 @@ def test_shipped_yaml_matches_defaults_and_reference() -> None:
     cfg = load_config(YAML)
     defaults = TrainConfig().to_dict()
     loaded = cfg.to_dict()
-    for section in ("seed", "device", "amp", "deterministic", "data", "optim", "train"):
+    sections = ("seed", "device", "precision", "channels_last", "deterministic", "data", "optim", "train")
+    for section in sections:
         assert loaded[section] == defaults[section], section
     assert ModelConfig.from_dict(cfg.model) == ModelConfig()
     assert AuxConfig.from_dict(cfg.aux) == AuxConfig() and AuxConfig.from_dict(cfg.aux).total == 30

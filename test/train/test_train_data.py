@@ -11,6 +11,7 @@ import pytest
 from test_train_helpers import make_dataset, make_frame, write_png
 
 from cct_surgical_seg.train import data as D
+from cct_surgical_seg.train.appearance import AppearanceConfig
 
 NUM_CLASSES = 3
 
@@ -141,7 +142,8 @@ def test_augmentation_keeps_image_and_mask_aligned() -> None:
     _, mask = make_frame(rng)
     image = _class_image(mask)
     cfg = D.AugmentConfig(crop_size=(40, 40), scale_range=(0.6, 1.8), hflip=True, vflip=True,
-                          brightness=0, contrast=0, saturation=0, hue=0)
+                          brightness=0, contrast=0, saturation=0, hue=0,
+                          appearance=AppearanceConfig(enabled=False))
     for seed in range(12):
         out_image, out_mask = D.augment(image, mask, np.random.default_rng(seed), cfg)
         assert out_image.shape == (40, 40, 3) and out_mask.shape == (40, 40)
@@ -217,3 +219,68 @@ def test_loader_workers_survive_a_running_opencv_pool(dataset: Path) -> None:
         pytest.fail("loader worker hung after the parent had used OpenCV's thread pool")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "batches ok" in done.stdout
+
+
+def _with_test_video(root: Path) -> Path:
+    """A dataset whose manifest also names a 'test' video (vid9) with masks."""
+    data = make_dataset(root, labelled=9, unlabelled=3, groups=3)
+    rng = np.random.default_rng(9)
+    with (data / "MANIFEST.csv").open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        for k in range(3):
+            image, mask = make_frame(rng)
+            write_png(data / "images" / f"vid9_f{k:03d}.png", image)
+            write_png(data / "masks" / f"vid9_f{k:03d}.png", mask)
+            writer.writerow([f"images/vid9_f{k:03d}.png", "vid9", "test", f"masks/vid9_f{k:03d}.png"])
+    return data
+
+
+def _video(path: Path, frames: int) -> Path:
+    rng = np.random.default_rng(1)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(frames):
+        writer.write(make_frame(rng)[0])
+    writer.release()
+    return path
+
+
+def test_test_split_is_indexed_and_never_trained_on(tmp_path: Path) -> None:
+    from test_train_helpers import tiny_config
+
+    from cct_surgical_seg.train.trainer import prepare_data
+
+    data = _with_test_video(tmp_path / "ds")
+    index = D.scan_dataset(data)
+    assert [s.group for s in index.test] == ["vid9"] * 3
+    D.validate_index(index, num_classes=3)
+    cfg = tiny_config()
+    used = prepare_data(cfg, data, tmp_path / "run")
+    trained = {s.image.name for s in used.labelled + used.unlabelled}
+    assert not any(name.startswith("vid9") for name in trained)
+    with pytest.raises(D.DatasetError, match="val/test frame"):
+        D.check_no_leak(index.train + index.test[:1], index.test)
+
+
+def test_extra_unlabelled_frames_from_folders_and_videos(tmp_path: Path) -> None:
+    from test_train_helpers import tiny_config
+
+    from cct_surgical_seg.train.trainer import prepare_data
+
+    data = make_dataset(tmp_path / "ds", labelled=6, unlabelled=2, groups=3)
+    folder = tmp_path / "site"
+    for k in range(4):
+        write_png(folder / f"frame{k}.png", make_frame(np.random.default_rng(k))[0])
+    video = _video(tmp_path / "op.avi", frames=25)
+    cfg = tiny_config()
+    cfg.data.extra_unlabelled = [str(folder), str(video)]
+    cfg.data.video_stride = 10
+    base = len(prepare_data(tiny_config(), data, tmp_path / "run0").unlabelled)
+    used = prepare_data(cfg, data, tmp_path / "run")
+    extra = [s for s in used.unlabelled if s.group in ("site", "op")]
+    assert len(used.unlabelled) == base + 4 + 3  # video frames 0, 10, 20
+    assert all(s.mask is None for s in extra)
+    cached = sorted((tmp_path / "run" / "unlabelled_video" / "op").glob("*.jpg"))
+    assert [p.name for p in cached] == ["op_f000000.jpg", "op_f000010.jpg", "op_f000020.jpg"]
+    assert D.read_image(cached[0]).shape == (48, 64, 3)
+    with pytest.raises(D.DatasetError, match="folder of images or a video"):
+        D.extra_unlabelled([tmp_path / "nothing.txt"], tmp_path / "cache")
