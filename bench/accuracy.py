@@ -1,36 +1,33 @@
 #!/usr/bin/env python3
-"""Accuracy on real surgical frames: CCT against supervised-only, by label fraction (issue 7).
+"""Accuracy on unseen surgical video: CCT against supervised-only, over folds of videos.
 
-For each dataset and label fraction it trains, with the package's own ``cct-train``:
-  (a) ``sup``          supervised only, on the labelled subset;
-  (b) ``cct``          supervised warm-up then CCT, the rest of the train split (and
-                       ``unlabelled/``) as unlabelled frames;
-  (c) ``cct_poisson``  (b) plus Poisson-edited labelled frames, at the smallest fraction;
-  (d) ``sup_poisson``  (a) plus the same Poisson-edited frames, at the smallest fraction, so
-                       the table separates what Poisson editing adds from what CCT adds.
-Every run uses the same network (ImageNet-initialised Lite0 DeepLabV3+), input size,
-augmentation and step budget. Each run is then exported to ONNX and evaluated on the val video
-through the deploy pipeline exactly as a user would run it (ONNX Runtime, full resolution):
-Dice/IoU per class and binary, tip error (tips from the package's pose code on the predicted
-and the ground-truth mask, matched per instrument), and per-frame latency.
+Each labelled video of a dataset is the held-out video of one fold: the fold trains on the other
+videos (their labelled frames, their unlabelled frames) and is scored on the held-out one, which
+gives no frame to training (except in the ``cct_adapt`` row, which adds its images, never its
+masks, as unlabelled frames). Every cell of the table is the mean and std over the folds it ran.
 
-Resumable and restartable: a finished run leaves ``result.json`` and is skipped; an interrupted
-one continues from its last checkpoint (``cct-train --resume auto``). Run it in the background:
+Methods (``METHODS``), every one with the same network, budget and settings, fixed before the runs:
+  sup          supervised only, on the labelled subset
+  cct          supervised warm-up, then CCT with the rest of the train videos as unlabelled frames
+  cct_poisson  cct plus Poisson-edited labelled frames
+  cct_backbone cct with the perturbations on the backbone output and 1x1 aux heads
+  cct_skip     cct with the skip aux head instead of the upsampling head
+  sup_noaug, cct_noaug   without the mask-guided appearance augmentation
+  cct_adapt    cct plus the held-out video's images as unlabelled frames (adaptation to a site)
+The main methods (sup, cct) run on every fold; the others on one fold (``--single-fold``).
+
+Each run is trained with ``cct-train`` (EMA weights, the last checkpoint: nothing is picked on
+the held-out video), exported to ONNX and scored through the deploy pipeline as a user runs it:
+Dice/IoU per class and binary at full resolution, tip error, per-frame figures for the
+confidence analysis, and the learning curve on the held-out video (every ``--val-every`` steps).
+
+Resumable: a finished run leaves ``result.json`` and is skipped; an interrupted one continues
+with ``cct-train --resume auto``. ``--report-only`` rewrites the reports from finished runs.
 
     nohup python bench/accuracy.py --dataset robotic --dataset rigid > runs/accuracy.log 2>&1 &
 
-``--report-only`` rewrites the reports from the finished runs without training anything.
-
-Ablations: ``--tag NAME --set KEY=VALUE ...`` adds ``cct-train`` overrides to every run and
-keeps the runs and reports apart (``--work/<dataset>-NAME``, ``accuracy-<dataset>-NAME.*``);
-``--methods`` restricts the plan, e.g. a longer consistency ramp for CCT at 1/8 only:
-
-    python bench/accuracy.py --dataset robotic --fractions 0.125 --methods cct \
-        --tag ramp-full --set train.rampup_fraction=1.0
-
-Outputs: ``bench/results/accuracy-<dataset>.json``, ``.md`` (the table) and ``.png`` (binary Dice
-against label fraction). The EndoVis data are research-only: nothing but numbers leaves
-``--work`` (default ``runs/accuracy``, git-ignored), where checkpoints and models stay.
+Outputs ``bench/results/accuracy-folds-<dataset>.{json,md,png}``. The EndoVis data are
+research-only: nothing but numbers leaves ``--work`` (default ``runs/accuracy-folds``).
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,95 +62,236 @@ DATASETS = {
     "rigid": REPO.parent / "shared" / "data" / "endovis15-rigid",
 }
 CLASS_NAMES = ("background", "shaft", "manipulator")
-# Tips: regions under this area (pixels at full resolution) are noise, as in the node's default.
-POSE_PARAMS = PoseParams(min_area_px=400)
+POSE_PARAMS = PoseParams(min_area_px=400)  # regions under this area are noise, as in the node
 TIP_MATCH_PX = 100.0
+BAND_PX = 15  # width of the band around predicted instruments in the per-frame confidence figures
 
 
-#: table and plot order; the supervised-only methods spend the whole budget in the warm-up stage
-METHODS = ("sup", "sup_poisson", "cct", "cct_poisson")
-SUPERVISED_ONLY = ("sup", "sup_poisson")
-WITH_POISSON = ("sup_poisson", "cct_poisson")
+@dataclass(frozen=True)
+class Method:
+    """A row of the table: whether it has a CCT stage, and what it changes."""
+
+    cct: bool
+    sets: tuple[str, ...] = ()
+    poisson: bool = False
+    adapt: bool = False
+
+
+NO_AUG = ("data.appearance.enabled=false",)
+METHODS: dict[str, Method] = {
+    "sup": Method(cct=False),
+    "cct": Method(cct=True),
+    "cct_poisson": Method(cct=True, poisson=True),
+    "cct_backbone": Method(cct=True, sets=("aux.placement=backbone", "aux.hidden_channels=64")),
+    "cct_skip": Method(cct=True, sets=("aux.head=skip",)),
+    "sup_noaug": Method(cct=False, sets=NO_AUG),
+    "cct_noaug": Method(cct=True, sets=NO_AUG),
+    "cct_adapt": Method(cct=True, adapt=True),
+}
+MAIN_METHODS = ("sup", "cct")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One cell of the table: a method at a label fraction."""
+    """One training run: a method at a label fraction on one fold."""
 
-    method: str  # one of METHODS
+    method: str
     fraction: float
+    fold: int
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.fraction:.3f}"
+        return f"{self.method}-{self.fraction:.3f}-fold{self.fold}"
 
 
-def plan(fractions: list[float], poisson: bool) -> list[Run]:
-    """Runs in the order that answers the goal soonest, since the table may span sessions.
+# --------------------------------------------------------------------------- folds
 
-    First supervised and CCT at the smallest fraction (the headline comparison), then fully
-    labelled supervised (the 95 % reference), then CCT + Poisson and supervised + Poisson at
-    the smallest fraction, then the remaining fractions.
+
+def labelled_videos(data: Path) -> list[str]:
+    """The dataset's labelled videos (train and val splits), in name order."""
+    index = scan_dataset(data)
+    return sorted({s.group for s in index.train + index.val})
+
+
+def write_fold(data: Path, fold: int, folder: Path) -> Path:
+    """A dataset root for ``fold``: a MANIFEST.csv with absolute paths into ``data``.
+
+    The fold's video is ``val``; the other labelled videos are ``train``; unlabelled frames of
+    the held-out video are left out. Also writes ``heldout_images/`` (links to the held-out
+    video's images) for the adaptation row.
+    """
+    index = scan_dataset(data)
+    held_out = labelled_videos(data)[fold]
+    rows = [["file", "video_or_group", "split", "mask"]]
+    for s in index.train + index.val:
+        split = "val" if s.group == held_out else "train"
+        rows.append([str(s.image.resolve()), s.group, split, str(s.mask.resolve())])
+    rows += [
+        [str(s.image.resolve()), s.group, "unlabelled", ""] for s in index.unlabelled if s.group != held_out
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "MANIFEST.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    images = folder / "heldout_images"
+    images.mkdir(exist_ok=True)
+    for s in index.train + index.val:
+        link = images / s.image.name
+        if s.group == held_out and not link.exists():
+            link.symlink_to(s.image.resolve())
+    return folder
+
+
+# --------------------------------------------------------------------------- plan and training
+
+
+def plan(fractions: list[float], folds: int, single_fold: int, methods: list[str]) -> list[Run]:
+    """Runs in the order that answers the goals soonest, since the table spans sessions.
+
+    The smallest fraction on every fold first (the headline comparison), then the largest (the
+    fully supervised reference), then the one-fold rows, then any other fraction.
     """
     smallest, largest = min(fractions), max(fractions)
-    runs = [Run("sup", smallest), Run("cct", smallest)]
-    if largest != smallest:
-        runs.append(Run("sup", largest))
-    if poisson:
-        runs += [Run("cct_poisson", smallest), Run("sup_poisson", smallest)]
-    for fraction in sorted(fractions):
-        runs += [run for run in (Run("sup", fraction), Run("cct", fraction)) if run not in runs]
-    return runs
+    main = [m for m in MAIN_METHODS if m in methods]
+    runs = [Run(m, smallest, k) for k in range(folds) for m in main]
+    runs += [Run(m, largest, k) for k in range(folds) for m in main]
+    runs += [Run(m, smallest, single_fold) for m in methods if m not in MAIN_METHODS]
+    runs += [Run(m, f, k) for f in sorted(fractions) for k in range(folds) for m in main]
+    unique: list[Run] = []
+    for run in runs:
+        if run not in unique:
+            unique.append(run)
+    return unique
 
 
-def train_overrides(run: Run, args: argparse.Namespace) -> list[str]:
-    """``--set`` overrides: identical budget for every method, CCT splitting it into two stages."""
-    warmup = args.steps if run.method in SUPERVISED_ONLY else args.warmup
+def train_command(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> list[str]:
+    """The cct-train command line of ``run``: identical budget for every method."""
+    method = METHODS[run.method]
+    warmup = args.warmup if method.cct else args.steps
     sets = {
-        "seed": args.seed,
+        "seed": args.seed + run.fold,
         "device": args.device,
         "model.pretrained": True,
         "data.label_fraction": run.fraction,
-        "data.label_seed": args.seed,
+        "data.label_seed": args.seed + run.fold,
         "data.crop_size": f"[{args.crop[0]}, {args.crop[1]}]",
         "data.eval_size": f"[{args.eval_size[0]}, {args.eval_size[1]}]",
         "data.batch_size": args.batch,
         "data.unlabelled_batch_size": args.batch,
         "data.num_workers": args.workers,
-        "data.poisson.count": args.poisson_count if run.method in WITH_POISSON else 0,
+        "data.poisson.count": args.poisson_count if method.poisson else 0,
         "train.warmup_steps": warmup,
         "train.cct_steps": args.steps - warmup,
         "train.val_every": args.val_every,
         "train.checkpoint_every": args.val_every,
         "train.progress": False,
-        "aux.vat": args.aux_vat,
     }
-    return [f"{k}={v}" for k, v in sets.items()] + list(args.set)  # the ablation's overrides win
+    overrides = [f"{k}={v}" for k, v in sets.items()] + list(method.sets) + list(args.set)
+    cmd = [
+        sys.executable,
+        "-m",
+        "cct_surgical_seg.train.cli",
+        "--config",
+        str(REPO / "config" / "train.yaml"),
+        "--data",
+        str(data),
+        "--out",
+        str(run_dir),
+    ]
+    if method.adapt:
+        cmd += ["--unlabelled", str(data / "heldout_images")]
+    if (run_dir / "last.pt").exists():
+        cmd += ["--resume", "auto"]
+    for item in overrides:
+        cmd += ["--set", item]
+    return cmd
 
 
 def train(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> float:
-    """Train (or resume) one run with cct-train; returns the wall time spent in this call."""
-    cmd = [sys.executable, "-m", "cct_surgical_seg.train.cli", "--config",
-           str(REPO / "config" / "train.yaml"), "--data", str(data), "--out", str(run_dir)]
-    if (run_dir / "last.pt").exists():
-        cmd += ["--resume", "auto"]
-    for item in train_overrides(run, args):
-        cmd += ["--set", item]
+    """Train (or resume) one run; returns the wall time spent in this call."""
+    cmd = train_command(run, data, run_dir, args)
     print(f"[accuracy] {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO)
     return time.perf_counter() - start
 
 
-def evaluate(model: Path, data: Path) -> dict[str, object]:
-    """Dice/IoU, tip error and latency of an exported model on the val split, at full resolution.
+# --------------------------------------------------------------------------- evaluation
 
-    The val split is the one training validated on (``scan_dataset`` with the same defaults).
+
+def _band(pred: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within ``width`` of the predicted instruments, outside them."""
+    return (cv2.dilate(pred.astype(np.uint8), np.ones((2 * width + 1,) * 2, np.uint8)) > 0) & ~pred
+
+
+def _mean_in(values: np.ndarray, region: np.ndarray) -> float:
+    return float(values[region].mean()) if region.any() else float("nan")
+
+
+def frame_figures(mask: np.ndarray, truth: np.ndarray, confidence: np.ndarray) -> dict[str, float]:
+    """Per-frame binary Dice and the raw figures a frame confidence can be built from.
+
+    ``confidence`` is the pipeline's max class probability; on a pixel predicted background,
+    ``1 - confidence`` bounds the probability that it is an instrument from below.
     """
+    pred, true = mask > 0, truth > 0
+    total = pred.sum() + true.sum()
+    dice = 1.0 if total == 0 else 2.0 * float((pred & true).sum()) / float(total)
+    return {
+        "binary_dice": dice,
+        "pred_area": float(pred.mean()),
+        "true_area": float(true.mean()),
+        "conf_frame": float(confidence.mean()),
+        "conf_pred": _mean_in(confidence, pred),
+        "conf_band": _mean_in(confidence, _band(pred, BAND_PX)),
+        "bg_doubt": float((~pred & (confidence < 0.8)).mean()),
+    }
+
+
+class AuxProbe:
+    """Per-frame figures from a CCT checkpoint's auxiliary heads (unperturbed), in PyTorch.
+
+    At the main decoder's stride-4 resolution: the main/aux total-variation disagreement over the
+    frame, inside and around the predicted instruments, and the share of pixels the main decoder
+    calls background while the mean of the auxiliary heads calls them instrument.
+    """
+
+    def __init__(self, checkpoint: Path, eval_size: tuple[int, int]) -> None:
+        from cct_surgical_seg.deploy.backends.torch_backend import load_uncertainty_net
+
+        self.net, self.cfg = load_uncertainty_net(checkpoint)
+        self.size = eval_size
+
+    def __call__(self, rgb: np.ndarray) -> dict[str, float]:
+        import torch
+        import torch.nn.functional as F
+
+        from cct_surgical_seg.model.cct import shared_features
+        from cct_surgical_seg.train.data import normalize
+
+        small = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        x = normalize(torch.from_numpy(small).permute(2, 0, 1)[None], self.cfg.mean, self.cfg.std)
+        with torch.no_grad():
+            shared = shared_features(self.net.segmenter, x, self.net.placement)
+            main = F.softmax(shared.native, dim=1)[0]
+            heads = [F.softmax(h(shared.x, shared.low, main.shape[-2:]), dim=1)[0] for h in self.net.heads]
+        aux = torch.stack(heads).mean(dim=0)
+        tv = torch.stack([0.5 * (h - main).abs().sum(dim=0) for h in heads]).mean(dim=0).numpy()
+        pred = (main.argmax(dim=0) > 0).numpy()
+        return {
+            "dis_frame": float(tv.mean()),
+            "dis_pred": _mean_in(tv, pred),
+            "dis_band": _mean_in(tv, _band(pred, 4)),
+            "aux_miss": float((~pred & (aux[0] < 0.5).numpy()).mean()),
+        }
+
+
+def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str, object]:
+    """Dice/IoU, tip error, latency and per-frame figures of an exported model on the val split."""
     pipeline = SegmentationPipeline(create_backend("onnxruntime", model), POSE_PARAMS, track=False)
     confusion = ConfusionMatrix(len(CLASS_NAMES))
     tips = TipErrors(max_match_px=TIP_MATCH_PX)
     latency_ms: list[float] = []
+    frames: list[dict[str, float]] = []
     for sample in scan_dataset(data).val:
         rgb, truth = read_image(sample.image), read_mask(sample.mask)
         start = time.perf_counter()
@@ -161,26 +300,21 @@ def evaluate(model: Path, data: Path) -> dict[str, object]:
         confusion.update(result.mask, truth)
         truth_tips = [inst.tip for inst in extract_instruments(truth, None, POSE_PARAMS)]
         tips.update([inst.tip for inst in result.instruments], truth_tips)
+        figures = frame_figures(result.mask, truth, result.confidence)
+        frames.append({"frame": sample.image.name, **figures, **(probe(rgb) if probe else {})})
     summary = confusion.summary(CLASS_NAMES)
     summary["tip_error_px"] = tips.summary()
-    summary["latency_ms"] = {"median": float(np.median(latency_ms)),
-                             "p95": float(np.percentile(latency_ms, 95)), "frames": len(latency_ms)}
+    summary["latency_ms"] = {
+        "median": float(np.median(latency_ms)),
+        "p95": float(np.percentile(latency_ms, 95)),
+        "frames": len(latency_ms),
+    }
+    summary["frames"] = frames
     return summary
 
 
-def evaluate_checkpoint(run_dir: Path, name: str, data: Path, args: argparse.Namespace) -> dict[str, object]:
-    """Export ``<name>.pt`` of a run to ONNX at the evaluation size and evaluate it on val."""
-    model = run_dir / f"model-{name}.onnx"
-    export_onnx(run_dir / f"{name}.pt", model, input_size=tuple(args.eval_size))
-    return evaluate(model, data)
-
-
 def validation_curve(run_dir: Path) -> list[list[float]]:
-    """[step, binary Dice] of the validations during training (val video at the eval size).
-
-    Why it is reported: it shows when each method peaks and how fast it overfits, which the
-    last-checkpoint figure alone hides.
-    """
+    """[step, binary Dice] on the held-out video during training (at the eval size)."""
     path = run_dir / "val_metrics.csv"
     if not path.exists():
         return []
@@ -188,175 +322,282 @@ def validation_curve(run_dir: Path) -> list[list[float]]:
         return [[int(row["step"]), float(row["binary_dice"])] for row in csv.DictReader(f)]
 
 
-def settings(args: argparse.Namespace) -> dict[str, object]:
-    """What a result depends on: a published result is reused only under the same settings."""
-    return {"crop": list(args.crop), "eval_size": list(args.eval_size), "steps": args.steps,
-            "warmup": args.warmup, "batch": args.batch, "seed": args.seed,
-            "poisson_count": args.poisson_count, "aux_vat": args.aux_vat,
-            **({"set": list(args.set)} if args.set else {})}
-
-
-def published_results(report: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """Runs of an earlier report (``bench/results``, committed) made with these settings, by run name.
-
-    Why: ``--work`` holds checkpoints and is not kept (git-ignored, large, research-only data),
-    so on a fresh machine the report is what says which runs are done.
-    """
-    if not report.exists():
-        return {}
-    old = json.loads(report.read_text())
-    meta = old.get("meta", {})
-    if any(meta.get(key) != value for key, value in settings(args).items()):
-        return {}
-    return {Run(r["method"], r["fraction"]).name: r for r in old.get("runs", [])}
-
-
-def run_one(run: Run, data: Path, work: Path, args: argparse.Namespace,
-            published: dict[str, dict] | None = None) -> dict[str, object] | None:
-    """Train (or resume, or skip) one run, then evaluate its last and its best checkpoint.
-
-    The table reports the **last** checkpoint: the best one was chosen on the val video itself,
-    which flatters every method; it is kept beside it (``selected_on_val``) for reference.
-    With ``--report-only`` an unfinished run is left out (None). A run found in ``published``
-    (the committed report) and not in ``work`` is taken from there.
-    """
-    run_dir = work / run.name
+def run_one(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> dict[str, object] | None:
+    """Train (or resume, or skip) one run, then evaluate its last (EMA) checkpoint."""
     done = run_dir / "result.json"
     if done.exists():
-        print(f"[accuracy] {run.name}: done, skipped", flush=True)
+        print(f"[accuracy] {run_dir.parent.name}/{run.name}: done, skipped", flush=True)
         return {**json.loads(done.read_text()), "val_curve": validation_curve(run_dir)}
-    if run.name in (published or {}):
-        print(f"[accuracy] {run.name}: done (published report), skipped", flush=True)
-        return published[run.name]
     if args.report_only:
         return None
     spent = train(run, data, run_dir, args)
     wall_file = run_dir / "wall.json"
-    previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
-    wall = previous + spent
+    wall = spent + (json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0)
     atomic_write_json(wall_file, {"seconds": wall})
-    result = {"method": run.method, "fraction": run.fraction, "steps": args.steps, "wall_s": wall,
-              "checkpoint": "last.pt", **evaluate_checkpoint(run_dir, "last", data, args)}
-    if (run_dir / "best.pt").exists():
-        best = evaluate_checkpoint(run_dir, "best", data, args)
-        result["selected_on_val"] = {key: best[key] for key in ("dice", "iou", "binary_dice", "binary_iou")}
-    else:
-        result["selected_on_val"] = None
+    model = run_dir / "model-last.onnx"
+    export_onnx(run_dir / "last.pt", model, input_size=tuple(args.eval_size))
+    probe = AuxProbe(run_dir / "last.pt", tuple(args.eval_size)) if METHODS[run.method].cct else None
+    result = {
+        "method": run.method,
+        "fraction": run.fraction,
+        "fold": run.fold,
+        "steps": args.steps,
+        "wall_s": wall,
+        "checkpoint": "last.pt",
+        **evaluate(model, data, probe),
+    }
     atomic_write_json(done, result)
     return {**result, "val_curve": validation_curve(run_dir)}
 
 
-def fmt(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+# --------------------------------------------------------------------------- reports
 
 
-def write_report(dataset: str, results: list[dict], args: argparse.Namespace, out: Path) -> None:
-    """JSON + Markdown table + PNG plot of binary Dice against label fraction."""
-    meta = {"dataset": dataset, **settings(args),
-            "note": "val = held-out video; last checkpoint; metrics at full resolution through ONNX Runtime; "
-                    "ms per frame = the package's frame pipeline (resize, ONNX Runtime, poses) here"}
-    atomic_write_json(out / f"accuracy-{dataset}.json", {"meta": meta, "runs": results})
-    head = ("| method | fraction | Dice shaft | Dice manip. | IoU shaft | IoU manip. | binary Dice | "
-            "binary IoU | tip err. px (median) | binary Dice, best-on-val ckpt | ms per frame (median) | "
-            "steps | wall min |")
-    lines = [f"# Accuracy on {dataset} (val video)", "", f"Settings: `{json.dumps(meta)}`", "", head,
-             "|" + "---|" * 13]
-    ordered = sorted(results, key=lambda r: (r["fraction"], METHODS.index(r["method"])))
-    for r in ordered:
-        best_on_val = (r["selected_on_val"] or {}).get("binary_dice")
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (NaN pairs dropped)."""
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if not (math.isnan(a) or math.isnan(b))]
+    if len(pairs) < 3:
+        return float("nan")
+    ranks = [np.argsort(np.argsort(column)) for column in zip(*pairs, strict=True)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def confidence_ranking(frames: list[dict[str, float]], key: str = "conf_pred") -> dict[str, float]:
+    """How well a per-frame confidence ranks frames by Dice: Spearman, and the least-confident 20 %."""
+    conf = [f[key] if not math.isnan(f[key]) else 0.0 for f in frames]
+    dice = [f["binary_dice"] for f in frames]
+    order = np.argsort(conf)
+    worst = order[: max(1, len(order) // 5)]
+    return {
+        "spearman": spearman(conf, dice),
+        "dice_least_confident_20": float(np.mean([dice[i] for i in worst])),
+    }
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """One row per (method, fraction): mean and std over the folds that ran, and per-fold values."""
+    rows = []
+    for method in METHODS:
+        for fraction in sorted({r["fraction"] for r in results}):
+            cell = sorted(
+                (r for r in results if r["method"] == method and r["fraction"] == fraction),
+                key=lambda r: r["fold"],
+            )
+            if not cell:
+                continue
+
+            def stats(values: list[float]) -> tuple[float, float]:
+                return float(np.mean(values)), float(np.std(values))
+
+            ranking = [confidence_ranking(r["frames"]) for r in cell]
+            rows.append(
+                {
+                    "method": method,
+                    "fraction": fraction,
+                    "folds": [r["fold"] for r in cell],
+                    "binary_dice": stats([r["binary_dice"] for r in cell]),
+                    "binary_dice_per_fold": [r["binary_dice"] for r in cell],
+                    "dice_shaft": stats([r["dice"]["shaft"] for r in cell]),
+                    "dice_manipulator": stats([r["dice"]["manipulator"] for r in cell]),
+                    "binary_iou": stats([r["binary_iou"] for r in cell]),
+                    "tip_median_px": stats([r["tip_error_px"]["median"] for r in cell]),
+                    "confidence_spearman": stats([c["spearman"] for c in ranking]),
+                    "dice_least_confident_20": stats([c["dice_least_confident_20"] for c in ranking]),
+                    "latency_ms": float(np.median([r["latency_ms"]["median"] for r in cell])),
+                    "wall_min": float(np.mean([r["wall_s"] for r in cell]) / 60.0),
+                }
+            )
+    return rows
+
+
+def write_report(name: str, videos: list[str], results: list[dict], args: argparse.Namespace) -> None:
+    """JSON (every run, every frame) + Markdown table (mean ± std over folds) + PNG learning curves."""
+    meta = {
+        "dataset": name,
+        "videos": videos,
+        **settings(args),
+        "note": "each fold holds one labelled video out; EMA weights, last checkpoint; metrics at full "
+        "resolution through ONNX Runtime; mean ± std over the folds that ran",
+    }
+    rows = summarise(results)
+    atomic_write_json(
+        args.out / f"accuracy-folds-{name}.json", {"meta": meta, "summary": rows, "runs": results}
+    )
+    lines = [
+        f"# Accuracy on {name}: held-out videos ({', '.join(videos)})",
+        "",
+        f"Settings: `{json.dumps(meta)}`",
+        "",
+        "| method | labels | folds | binary Dice | per fold | Dice shaft | Dice manip. | binary IoU | "
+        "tip err. px | conf. Spearman | Dice, least conf. 20 % | ms/frame | wall min |",
+        "|" + "---|" * 13,
+    ]
+    for r in rows:
+        pm = {k: f"{fmt(r[k][0])} ± {fmt(r[k][1])}" for k in r if isinstance(r[k], tuple)}
         lines.append(
-            f"| {r['method']} | {r['fraction']:.3f} | {fmt(r['dice']['shaft'])} | "
-            f"{fmt(r['dice']['manipulator'])} | {fmt(r['iou']['shaft'])} | {fmt(r['iou']['manipulator'])} | "
-            f"{fmt(r['binary_dice'])} | {fmt(r['binary_iou'])} | {fmt(r['tip_error_px']['median'])} | "
-            f"{fmt(best_on_val)} | {r['latency_ms']['median']:.1f} | {r['steps']} | {r['wall_s'] / 60:.1f} |")
-    steps = sorted({step for r in results for step, _ in r.get("val_curve", [])})
-    if steps:
-        lines += ["", "Binary Dice on the val video during training (all methods alike, at the eval size):",
-                  "", "| method | fraction | " + " | ".join(f"step {s}" for s in steps) + " |",
-                  "|" + "---|" * (len(steps) + 2)]
-        for r in ordered:
-            curve = dict(r.get("val_curve", []))
-            lines.append(f"| {r['method']} | {r['fraction']:.3f} | "
-                         + " | ".join(fmt(curve.get(s)) for s in steps) + " |")
-    atomic_write_text(out / f"accuracy-{dataset}.md", "\n".join(lines) + "\n")
+            f"| {r['method']} | {r['fraction']:.3f} | {len(r['folds'])} | {pm['binary_dice']} | "
+            f"{' / '.join(fmt(v) for v in r['binary_dice_per_fold'])} | {pm['dice_shaft']} | "
+            f"{pm['dice_manipulator']} | {pm['binary_iou']} | {fmt(r['tip_median_px'][0], 0)} | "
+            f"{pm['confidence_spearman']} | {pm['dice_least_confident_20']} | {r['latency_ms']:.1f} | "
+            f"{r['wall_min']:.1f} |"
+        )
+    lines += ["", "Confidence: mean max-probability over the predicted instrument pixels (per frame).", ""]
+    lines += curve_table(results)
+    atomic_write_text(args.out / f"accuracy-folds-{name}.md", "\n".join(lines) + "\n")
+    plot_curves(name, results, args.out / f"accuracy-folds-{name}.png")
+
+
+def curve_table(results: list[dict]) -> list[str]:
+    steps = sorted({s for r in results for s, _ in r.get("val_curve", [])})
+    if not steps:
+        return []
+    lines = [
+        "Binary Dice on the held-out video during training (EMA weights, at the eval size):",
+        "",
+        "| run | " + " | ".join(f"step {s}" for s in steps) + " |",
+        "|" + "---|" * (len(steps) + 1),
+    ]
+    for r in sorted(results, key=lambda r: (r["fraction"], list(METHODS).index(r["method"]), r["fold"])):
+        curve = dict(r.get("val_curve", []))
+        lines.append(
+            f"| {r['method']} {r['fraction']:.3f} fold {r['fold']} | "
+            + " | ".join(fmt(curve.get(s)) for s in steps)
+            + " |"
+        )
+    return lines
+
+
+def plot_curves(name: str, results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method in METHODS:
-        pts = sorted((r["fraction"], r["binary_dice"]) for r in results if r["method"] == method)
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", label=method)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("label fraction of the train split")
-    ax.set_ylabel("binary instrument Dice (val)")
-    ax.set_title(f"EndoVis15 {dataset}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for r in results:
+        if r.get("val_curve"):
+            steps, dice = zip(*r["val_curve"], strict=True)
+            style = "-" if r["fraction"] < 1 else "--"
+            ax.plot(
+                steps,
+                dice,
+                style,
+                color=colours[r["method"]],
+                alpha=0.8,
+                label=f"{r['method']} {r['fraction']:.3g}"
+                if r["fold"] == min(x["fold"] for x in results)
+                else None,
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("binary Dice, held-out video")
+    ax.set_title(f"EndoVis15 {name}: learning curves (one line per fold)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = out / f".accuracy-{dataset}.png.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, out / f"accuracy-{dataset}.png")
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
     plt.close(fig)
+
+
+def settings(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "crop": list(args.crop),
+        "eval_size": list(args.eval_size),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "seed": args.seed,
+        "poisson_count": args.poisson_count,
+        **({"set": list(args.set)} if args.set else {}),
+    }
+
+
+# --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", action="append", required=True,
-                   help="robotic, rigid, or a folder in the dataset layout (repeatable)")
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 1.0])
-    p.add_argument("--no-poisson", action="store_true", help="skip the runs with Poisson editing")
-    p.add_argument("--steps", type=int, default=400,
-                   help="optimiser steps per run, all methods (400: a CCT run fits 30 min on 2 cores)")
-    p.add_argument("--warmup", type=int, default=100, help="CCT: supervised warm-up steps within --steps")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        help="robotic, rigid, or a folder in the dataset layout (repeatable)",
+    )
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.125, 1.0])
+    p.add_argument("--folds", type=int, default=3, help="folds of the main methods (<= labelled videos)")
+    p.add_argument(
+        "--single-fold",
+        type=int,
+        default=-1,
+        help="fold of the one-fold rows (default: the dataset's own val video)",
+    )
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--steps", type=int, default=600, help="optimiser steps per run, every method")
+    p.add_argument("--warmup", type=int, default=100, help="CCT methods: supervised warm-up within --steps")
     p.add_argument("--batch", type=int, default=4, help="labelled (and unlabelled) frames per step")
     p.add_argument("--crop", type=int, nargs=2, default=[224, 288], metavar=("H", "W"))
     p.add_argument("--eval-size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
-    p.add_argument("--aux-vat", type=int, default=2, help="VAT decoders (the costliest perturbation)")
     p.add_argument("--poisson-count", type=int, default=60)
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="fold k trains with seed and label draw seed + k")
     p.add_argument("--device", default="auto")
-    p.add_argument("--work", type=Path, default=REPO / "runs" / "accuracy")
+    p.add_argument("--work", type=Path, default=REPO / "runs" / "accuracy-folds")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: rewrite the reports from the runs already finished")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   help="run only these methods (default: all)")
-    p.add_argument("--tag", default="", help="ablation name: runs and reports kept apart under it")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra cct-train override for every run (repeatable; give it a --tag)")
+    p.add_argument("--report-only", action="store_true", help="train nothing: rewrite the reports")
+    p.add_argument("--tag", default="", help="name of a variant: its runs and reports are kept apart")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra cct-train override for every run (repeatable; needs --tag)",
+    )
     args = p.parse_args(argv)
     if args.set and not args.tag:
-        p.error("--set changes what a run means: give the ablation a --tag")
+        p.error("--set changes what a run means: give the variant a --tag")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    datasets: dict[str, Path] = {}
+    datasets: dict[str, tuple[Path, list[str]]] = {}
     for dataset in args.dataset:
         data = DATASETS.get(dataset, Path(dataset))
         if not (data / "images").is_dir():
             raise SystemExit(f"dataset {data} has no images/ folder")
-        datasets[dataset if dataset in DATASETS else data.name] = data
-    if args.tag:
-        datasets = {f"{name}-{args.tag}": data for name, data in datasets.items()}
+        videos = labelled_videos(data)
+        if len(videos) < args.folds:
+            raise SystemExit(f"{data}: {len(videos)} labelled videos, fewer than --folds {args.folds}")
+        name = (dataset if dataset in DATASETS else data.name) + (f"-{args.tag}" if args.tag else "")
+        datasets[name] = (data, videos)
     results: dict[str, list[dict]] = {name: [] for name in datasets}
-    published = {name: published_results(args.out / f"accuracy-{name}.json", args) for name in datasets}
-    # Fraction-major order: the headline comparison (smallest fraction) on every dataset first.
-    for run in [run for run in plan(args.fractions, not args.no_poisson) if run.method in args.methods]:
-        for name, data in datasets.items():
-            result = run_one(run, data, args.work / name, args, published[name])
+    for name, (data, videos) in datasets.items():
+        single = args.single_fold
+        if single < 0:
+            val_groups = sorted({s.group for s in scan_dataset(data).val})
+            single = videos.index(val_groups[0]) if val_groups else 0
+        datasets[name] = (data, videos, single)  # type: ignore[assignment]
+    order = {name: plan(args.fractions, args.folds, d[2], args.methods) for name, d in datasets.items()}
+    # Run-major across datasets: the headline cells fill in on every dataset first.
+    for position in range(max(len(runs) for runs in order.values())):
+        for name, (data, videos, _) in datasets.items():
+            if position >= len(order[name]):
+                continue
+            run = order[name][position]
+            fold_data = write_fold(data, run.fold, args.work / name / "folds" / f"fold{run.fold}")
+            result = run_one(run, fold_data, args.work / name / run.name, args)
             if result is None:
                 continue
             results[name].append(result)
-            write_report(name, results[name], args, args.out)
-            print(f"[accuracy] {name} {run.name}: binary Dice {fmt(results[name][-1]['binary_dice'])}",
-                  flush=True)
+            write_report(name, videos, results[name], args)
+            print(f"[accuracy] {name} {run.name}: binary Dice {fmt(result['binary_dice'])}", flush=True)
     return 0
 
 
