@@ -26,7 +26,7 @@ main prediction is only bilinear upsampling, so we compare at stride 4 (``CCTOut
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -262,11 +262,17 @@ def shared_features(segmenter: Segmenter, image: Tensor, placement: str) -> Shar
 
 class CCTOutput(NamedTuple):
     """Main logits at the input size (for the supervised loss), the same logits at the decoder's
-    native stride-4 resolution, and one aux logits tensor of ``main_native``'s shape per decoder."""
+    native stride-4 resolution, one aux logits tensor of ``main_native``'s shape per decoder, and
+    the consistency target the aux outputs are compared with (``main_native`` unless a teacher's
+    prediction or a strong view replaced it)."""
 
     main: Tensor
     aux: list[Tensor]
     main_native: Tensor
+    target: Tensor
+
+
+StrongView = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class CCTModel(nn.Module):
@@ -289,14 +295,31 @@ class CCTModel(nn.Module):
         """Main logits only (what evaluation and deployment use)."""
         return self.segmenter(x)
 
-    def forward_cct(self, x: Tensor, compute_aux: bool = True) -> CCTOutput:
-        """One encoder pass -> main logits and (if ``compute_aux``) every aux decoder's logits."""
+    def forward_cct(
+        self,
+        x: Tensor,
+        compute_aux: bool = True,
+        target: Tensor | None = None,
+        strong: StrongView | None = None,
+    ) -> CCTOutput:
+        """One encoder pass -> main logits and (if ``compute_aux``) every aux decoder's logits.
+
+        ``target``: consistency target logits at stride 4 (default: the main prediction, detached
+        by the decoders and the loss). ``strong``: ``(x, target) -> (x_strong, target_strong)``;
+        the aux decoders then see a second encoder pass over ``x_strong`` and are compared with
+        ``target_strong`` (weak-to-strong consistency).
+        """
         shared = shared_features(self.segmenter, x, self.aux_cfg.placement)
         main = resize(shared.native, x.shape[-2:])
+        target = shared.native.detach() if target is None else target.detach()
         if not compute_aux:
-            return CCTOutput(main, [], shared.native)
-        aux = [decoder(shared.x, shared.low, shared.native) for decoder in self.aux_decoders]
-        return CCTOutput(main, aux, shared.native)
+            return CCTOutput(main, [], shared.native, target)
+        seen = shared
+        if strong is not None:
+            x_strong, target = strong(x, target)
+            seen = shared_features(self.segmenter, x_strong, self.aux_cfg.placement)
+        aux = [decoder(seen.x, seen.low, target) for decoder in self.aux_decoders]
+        return CCTOutput(main, aux, shared.native, target)
 
 
 class UncertaintyModel(nn.Module):

@@ -100,6 +100,9 @@ class TrainSection:
     consistency_weight: float = 30.0
     rampup_fraction: float = 0.1
     consistency_on_labelled: bool = True
+    consistency_target: str = "main"
+    confidence_threshold: float = 0.0
+    strong_view: bool = False
     class_weights: list[float] | None = None
     val_every: int = 500
     checkpoint_every: int = 500
@@ -169,6 +172,12 @@ class TrainConfig:
             raise ConfigError(f"train.best_metric {t.best_metric!r} is not a reported metric")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if t.consistency_target not in ("main", "ema"):
+            raise ConfigError(f"train.consistency_target must be main or ema, got {t.consistency_target!r}")
+        if t.consistency_target == "ema" and t.ema_decay <= 0:
+            raise ConfigError("train.consistency_target 'ema' needs train.ema_decay > 0")
+        if not 0 <= t.confidence_threshold < 1:
+            raise ConfigError(f"train.confidence_threshold must be in [0, 1), got {t.confidence_threshold}")
         if not 0 <= t.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

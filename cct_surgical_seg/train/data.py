@@ -654,8 +654,8 @@ class BatchStream:
         """One DataLoader for the whole stream: its worker lives across epochs, so an epoch
         boundary costs no process start (with few labelled frames an epoch is a few steps)."""
         loader = DataLoader(
-            self.dataset, batch_sampler=self._batch_keys(self.epoch, self.batch), num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=False,
+            self.dataset, batch_sampler=self._batch_keys(self.epoch, self.batch),
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=False,
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             multiprocessing_context=worker_context(self.num_workers),
             generator=torch.Generator(),  # never draw from the global RNG (resume must not shift it)

@@ -40,22 +40,28 @@ def supervised_loss(
     return F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index)
 
 
-def consistency_loss(main_logits: Tensor, aux_logits: Sequence[Tensor]) -> Tensor:
+def consistency_loss(main_logits: Tensor, aux_logits: Sequence[Tensor], threshold: float = 0.0) -> Tensor:
     """Mean over aux decoders of ``MSE(softmax(aux), softmax(main).detach())``.
 
-    The MSE averages over frames, classes and pixels (CCT's ``softmax_mse_loss``). With no aux
-    decoders the loss is a zero that depends on ``main_logits``.
+    The MSE averages over frames, classes and pixels (CCT's ``softmax_mse_loss``). With
+    ``threshold`` > 0 only pixels whose target's max probability reaches it count (confidence
+    masking); the mean is then over those pixels. With no aux decoders, or no pixel left, the
+    loss is a zero that depends on ``main_logits``.
     """
     if len(aux_logits) == 0:
         return main_logits.sum() * 0.0
     target = F.softmax(main_logits.detach().float(), dim=1)
+    keep = (target.amax(dim=1, keepdim=True) >= threshold).float()
+    kept = keep.sum() * target.shape[1]
+    if kept == 0:
+        return main_logits.sum() * 0.0
     total = target.new_zeros(())
     for index, aux in enumerate(aux_logits):
         if aux.shape != main_logits.shape:
             raise ValueError(
                 f"aux output {index} has shape {tuple(aux.shape)}, main {tuple(main_logits.shape)}"
             )
-        total = total + F.mse_loss(F.softmax(aux.float(), dim=1), target)
+        total = total + ((F.softmax(aux.float(), dim=1) - target).square() * keep).sum() / kept
     return total / len(aux_logits)
 
 

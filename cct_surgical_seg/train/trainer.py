@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cct_surgical_seg.io_utils import atomic_write_text
-from cct_surgical_seg.model.cct import AuxConfig, CCTModel
+from cct_surgical_seg.model.cct import AuxConfig, CCTModel, shared_features
 from cct_surgical_seg.model.checkpoint import CheckpointError, load_checkpoint, make_payload, save_checkpoint
 from cct_surgical_seg.model.config import ModelConfig
 from cct_surgical_seg.train import data as D
@@ -50,6 +50,7 @@ from cct_surgical_seg.train.config import ConfigError, TrainConfig, dump_config
 from cct_surgical_seg.train.losses import ConsistencyWeight, consistency_loss, supervised_loss
 from cct_surgical_seg.train.metrics import ConfusionMatrix, flat_metrics, summarize
 from cct_surgical_seg.train.poisson import PoissonConfig, write_poisson_frames
+from cct_surgical_seg.train.strong_view import strong_view
 
 log = logging.getLogger("cct_surgical_seg.train")
 
@@ -341,8 +342,8 @@ class _StepModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, cct: bool) -> Any:
-        return self.model.forward_cct(x) if cct else self.model(x)
+    def forward(self, x: Tensor, cct: bool, **options: Any) -> Any:
+        return self.model.forward_cct(x, **options) if cct else self.model(x)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -429,6 +430,15 @@ class Trainer:
         x = D.normalize(images.to(self.device, non_blocking=True), self.model_cfg.mean, self.model_cfg.std)
         return x.contiguous(memory_format=self.memory_format)
 
+    @torch.no_grad()
+    def _teacher_target(self, x: Tensor) -> Tensor | None:
+        """The EMA model's stride-4 logits on ``x`` (eval mode) when it is the consistency target."""
+        if self.cfg.train.consistency_target != "ema":
+            return None
+        teacher = self.ema.module
+        teacher.eval()
+        return shared_features(teacher, x, "aspp").native
+
     @property
     def deployable(self) -> nn.Module:
         """The segmenter that validation, checkpoints and export see: the EMA one when EMA is on."""
@@ -455,11 +465,13 @@ class Trainer:
                 x = x_l
                 if self.unlabelled is not None:
                     x = torch.cat([x_l, self._input(next(self.unlabelled)["image"])])
-                out = self.net(x, cct=True)
+                out = self.net(x, cct=True, target=self._teacher_target(x),
+                               strong=strong_view if t.strong_view else None)
                 n_l = x_l.shape[0]
                 sup = supervised_loss(out.main[:n_l], y_l, self.class_weights, self.cfg.data.ignore_index)
                 first = 0 if t.consistency_on_labelled or self.unlabelled is None else n_l
-                cons = consistency_loss(out.main_native[first:], [a[first:] for a in out.aux])
+                aux = [a[first:] for a in out.aux]
+                cons = consistency_loss(out.target[first:], aux, t.confidence_threshold)
                 loss = sup + weight * cons
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cct_surgical_seg.train.losses import ConsistencyWeight, consistency_loss, sigmoid_rampup, supervised_loss
 
@@ -71,3 +72,16 @@ def test_consistency_weight_schedule() -> None:
     assert weight(60) == pytest.approx(30 * math.exp(-1.25))
     assert weight(110) == pytest.approx(30.0)
     assert weight(10_000) == pytest.approx(30.0)
+
+
+def test_confidence_threshold_keeps_only_confident_target_pixels() -> None:
+    torch.manual_seed(0)
+    main = torch.zeros(1, 2, 2, 2)
+    main[0, 0, 0, 0] = 8.0  # one confident pixel, three at probability 0.5
+    aux = torch.randn(1, 2, 2, 2)
+    masked = consistency_loss(main, [aux], threshold=0.9)
+    p_aux, p_main = torch.softmax(aux, 1), torch.softmax(main, 1)
+    expected = (p_aux[0, :, 0, 0] - p_main[0, :, 0, 0]).square().mean()
+    torch.testing.assert_close(masked, expected)
+    assert consistency_loss(main, [aux], threshold=0.0) == pytest.approx(float(F.mse_loss(p_aux, p_main)))
+    assert consistency_loss(main, [aux], threshold=0.9999999) == 0.0

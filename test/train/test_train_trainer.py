@@ -47,9 +47,9 @@ def test_stage_one_is_supervised_and_stage_two_adds_ramped_consistency(dataset: 
     calls = {"cct": 0}
     forward_cct = trainer.model.forward_cct
 
-    def counting(x, compute_aux=True):
+    def counting(x, compute_aux=True, **options):
         calls["cct"] += 1
-        return forward_cct(x, compute_aux)
+        return forward_cct(x, compute_aux, **options)
 
     trainer.model.forward_cct = counting
     aux_before = {k: v.clone() for k, v in trainer.model.aux_decoders.state_dict().items()}
@@ -150,3 +150,27 @@ def test_checkpoints_load_with_weights_only(dataset: Path, tmp_path: Path) -> No
         other = tiny_config(warmup_steps=1, cct_steps=1)
         other.model["decoder_channels"] = 24
         _trainer(other, dataset, tmp_path / "other").resume(tmp_path / "run" / "last.pt")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"consistency_target": "ema"}, {"strong_view": True}, {"confidence_threshold": 0.9}],
+    ids=["ema-teacher", "strong-view", "confidence-mask"],
+)
+def test_consistency_options_train_and_resume_exactly(dataset: Path, tmp_path: Path, options: dict) -> None:
+    """Each option of the consistency term trains (finite, non-zero consistency) and resumes bit for bit."""
+    cfg = tiny_config(warmup_steps=1, cct_steps=3, rampup_fraction=0.0, **options)
+    straight = _trainer(cfg, dataset, tmp_path / "a")
+    terms = [straight.train_step() for _ in range(4)]
+    assert all(torch.isfinite(torch.tensor(t["loss"])) for t in terms)
+    assert all(t["cons_loss"] > 0 for t in terms[1:])
+    first = _trainer(cfg, dataset, tmp_path / "b")
+    for _ in range(2):
+        first.train_step()
+    first.save("last.pt")
+    resumed = _trainer(cfg, dataset, tmp_path / "b")
+    resumed.resume(tmp_path / "b" / "last.pt")
+    for _ in range(2):
+        resumed.train_step()
+    for key, value in _weights(straight).items():
+        assert torch.equal(value, _weights(resumed)[key]), key
