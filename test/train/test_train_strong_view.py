@@ -28,6 +28,7 @@ def test_photometric_changes_keep_geometry_and_target() -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 3, 16, 16)
     target = torch.randn(1, 2, 4, 4).expand(3, 2, 4, 4).contiguous()  # identical frames: CutMix is a no-op
-    x_s, t_s = S.strong_view(x[:1].expand(3, 3, 16, 16).contiguous(), target, torch.Generator().manual_seed(1))
+    same = x[:1].expand(3, 3, 16, 16).contiguous()
+    x_s, t_s = S.strong_view(same, target, torch.Generator().manual_seed(1))
     assert x_s.shape == x.shape and torch.equal(t_s, target)
     assert not torch.allclose(x_s[0], x[0])
