@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-SUPPORTED_ENCODERS = ("efficientnet_lite0",)
+SUPPORTED_ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 SUPPORTED_OUTPUT_STRIDES = (8, 16)
 
 

@@ -1,4 +1,4 @@
-"""DeepLabV3+ on EfficientNet-Lite0: ASPP, decoder and the deployable ``Segmenter``.
+"""DeepLabV3+ on EfficientNet-Lite (0, 1 or 2): ASPP, decoder and the deployable ``Segmenter``.
 
 Everything here must export to ONNX (opset 17) and parse in TensorRT, so the graph uses only
 convolutions (incl. grouped/dilated), BatchNorm, ReLU, concat, a global mean for ASPP image
@@ -138,7 +138,7 @@ class Segmenter(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = build_encoder(cfg.output_stride, pretrained=cfg.pretrained)
+        self.encoder = build_encoder(cfg.output_stride, pretrained=cfg.pretrained, variant=cfg.encoder)
         self.aspp = ASPP(self.encoder.high_channels, cfg.aspp_channels, cfg.effective_aspp_rates)
         self.decoder = DeepLabV3PlusDecoder(
             self.encoder.low_channels,

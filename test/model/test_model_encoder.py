@@ -7,8 +7,9 @@ import torch
 
 from cct_surgical_seg.model.encoder import (
     DROPPED_PRETRAINED_PREFIXES,
-    EfficientNetLite0,
+    EfficientNetLite,
     PretrainedWeightsError,
+    build_encoder,
     default_pretrained_path,
     load_pretrained,
     map_pretrained_state_dict,
@@ -23,7 +24,7 @@ def imagenet_state() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("output_stride", "high_hw"), [(16, (4, 5)), (8, (8, 10))])
 def test_feature_shapes(output_stride: int, high_hw: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    enc = EfficientNetLite0(output_stride).eval()
+    enc = EfficientNetLite(output_stride).eval()
     with torch.no_grad():
         feats = enc(torch.randn(2, 3, 64, 80))
     assert feats.low.shape == (2, 24, 16, 20)
@@ -31,7 +32,7 @@ def test_feature_shapes(output_stride: int, high_hw: tuple[int, int]) -> None:
 
 
 def test_imagenet_weights_load_every_key(imagenet_state: dict[str, torch.Tensor]) -> None:
-    enc = EfficientNetLite0(16)
+    enc = EfficientNetLite(16)
     used = [k for k in imagenet_state if not k.startswith(DROPPED_PRETRAINED_PREFIXES)]
     mapped = map_pretrained_state_dict(imagenet_state, enc)
     assert set(mapped) == set(enc.state_dict())
@@ -55,7 +56,7 @@ def test_missing_key_is_named(imagenet_state: dict[str, torch.Tensor]) -> None:
     broken = dict(imagenet_state)
     del broken["_blocks.7._expand_conv.weight"]
     with pytest.raises(PretrainedWeightsError, match=r"missing keys.*blocks\.7\.expand_conv\.weight"):
-        map_pretrained_state_dict(broken, EfficientNetLite0(16))
+        map_pretrained_state_dict(broken, EfficientNetLite(16))
 
 
 def test_unexpected_and_mismatched_keys_are_named(imagenet_state: dict[str, torch.Tensor]) -> None:
@@ -63,7 +64,7 @@ def test_unexpected_and_mismatched_keys_are_named(imagenet_state: dict[str, torc
     broken["_blocks.3._se_reduce.weight"] = torch.zeros(1)
     broken["_blocks.0._project_conv.weight"] = torch.zeros(8, 32, 1, 1)
     with pytest.raises(PretrainedWeightsError) as info:
-        map_pretrained_state_dict(broken, EfficientNetLite0(16))
+        map_pretrained_state_dict(broken, EfficientNetLite(16))
     message = str(info.value)
     assert "_blocks.3._se_reduce.weight" in message
     assert "blocks.0.project_conv.weight" in message and "(8, 32, 1, 1)" in message
@@ -73,4 +74,15 @@ def test_unreadable_weight_file_fails_clearly(tmp_path) -> None:
     bad = tmp_path / "lite0.pth"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(PretrainedWeightsError, match=r"lite0\.pth"):
-        load_pretrained(EfficientNetLite0(16), bad)
+        load_pretrained(EfficientNetLite(16), bad)
+
+
+@pytest.mark.parametrize(
+    ("variant", "high", "blocks"), [("efficientnet_lite1", 320, 21), ("efficientnet_lite2", 352, 21)]
+)
+def test_larger_lite_variants_take_their_imagenet_weights(variant: str, high: int, blocks: int) -> None:
+    """Lite1/Lite2 follow the Lite scaling (unscaled first/last stage); their shipped weights fit exactly."""
+    enc = build_encoder(16, pretrained=True, variant=variant).eval()
+    assert enc.high_channels == high and len(enc.blocks) == blocks
+    feats = enc(torch.randn(1, 3, 64, 96))
+    assert feats.low.shape == (1, 24, 16, 24) and feats.high.shape == (1, high, 4, 6)
