@@ -75,21 +75,30 @@ def main() -> int:
             b = row(dataset, run, "int8", accuracy.evaluate(int8, data))
             b["pixel_agreement_held_out_train"] = report.pixel_agreement
             rows += [a, b]
-            print(f"[int8] {dataset} {run}: binary Dice fp32 {a['binary_dice']:.3f} "
-                  f"int8 {b['binary_dice']:.3f}, latency {a['latency_ms_median']:.1f} -> "
-                  f"{b['latency_ms_median']:.1f} ms", flush=True)
+            print(
+                f"[int8] {dataset} {run}: binary Dice fp32 {a['binary_dice']:.3f} "
+                f"int8 {b['binary_dice']:.3f}, latency {a['latency_ms_median']:.1f} -> "
+                f"{b['latency_ms_median']:.1f} ms",
+                flush=True,
+            )
 
     atomic_write_json(args.out, {"what": __doc__.splitlines()[0], "calibration_frames": args.frames,
                                  "rows": rows})  # fmt: skip
-    lines = ["# FP32 vs INT8 (cct-quantize) on the val videos", "",
-             "| dataset | run | precision | binary Dice | Dice shaft | Dice manip. | tip err. px | "
-             "pipeline ms (median) | pixel agreement (held-out train frames) |", "|" + "---|" * 9]
+    lines = [
+        "# FP32 vs INT8 (cct-quantize) on the val videos",
+        "",
+        "| dataset | run | precision | binary Dice | Dice shaft | Dice manip. | tip err. px | "
+        "pipeline ms (median) | pixel agreement (held-out train frames) |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         agreement = r.get("pixel_agreement_held_out_train")
-        lines.append(f"| {r['dataset']} | {r['run']} | {r['precision']} | {r['binary_dice']:.3f} | "
-                     f"{r['dice_shaft']:.3f} | {r['dice_manipulator']:.3f} | "
-                     f"{accuracy.fmt(r['tip_error_px_median'])} | {r['latency_ms_median']:.1f} | "
-                     f"{'-' if agreement is None else f'{agreement:.4f}'} |")
+        lines.append(
+            f"| {r['dataset']} | {r['run']} | {r['precision']} | {r['binary_dice']:.3f} | "
+            f"{r['dice_shaft']:.3f} | {r['dice_manipulator']:.3f} | "
+            f"{accuracy.fmt(r['tip_error_px_median'])} | {r['latency_ms_median']:.1f} | "
+            f"{'-' if agreement is None else f'{agreement:.4f}'} |"
+        )
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print(json.dumps({"wrote": [str(args.out), str(args.out.with_suffix(".md"))]}))
     return 0

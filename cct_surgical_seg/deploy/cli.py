@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="onnxruntime: cpu|cuda|tensorrt; torch: cpu|cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     parser.add_argument(
-        "--precision", choices=("fp32", "fp16", "int8"), default=None, help="tensorrt precision"
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="tensorrt: refuse a model of another precision (TensorRT builds the precision the ONNX "
+        "holds: cct-export --precision fp16, cct-quantize for int8)",
     )
     parser.add_argument("--poses-format", choices=("json", "csv"), default="json")
     parser.add_argument(
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         count, frames = iter_frames(args.input)
     except (DeployError, FileNotFoundError, ValueError) as exc:
         print(f"cct-infer: error: {exc}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as in every cct-* command
     LOG.info("backend %s (%s)", backend.describe(), backend.selection_reason)
     pipeline = SegmentationPipeline(
         backend, PoseParams(min_area_px=args.min_area), track=not args.input.is_dir()

@@ -19,6 +19,15 @@ Input shapes: the batch dimension is always dynamic. H and W are fixed (``--heig
 the default and the fastest for TensorRT) or, with ``--dynamic``, symbolic multiples of 32 (the
 pipeline pads frames to a multiple of 32 for such models).
 
+Precision (``--precision``, recorded as ``cct.precision``): ``fp32`` (default) or ``fp16``. The
+FP16 model holds FP16 weights and computes in FP16 inside, but keeps the float32 ``image`` input
+and float32 ``probs`` output (a Cast at each end, softmax in float32), so every backend and the
+pipeline see the same interface. It is what TensorRT needs for FP16: TensorRT 10 and 11 build
+strongly typed networks, which run every tensor in the type the graph gives it (TensorRT 11 has
+no FP16 builder flag). The conversion is ONNX Runtime's float16 converter applied to the checked
+FP32 graph; ``cct-export model.onnx --precision fp16 -o model_fp16.onnx`` converts an existing
+FP32 export the same way. INT8 comes from ``cct-quantize`` (explicit Q/DQ).
+
 After export the graph is checked with ``onnx.checker`` and against ``TENSORRT_OPS``, an explicit
 allow-list of ONNX operators the TensorRT 10 ONNX parser supports, so an unsupported op fails
 here, on the training machine, instead of on the robot.
@@ -40,9 +49,17 @@ from cct_surgical_seg.io_utils import atomic_write_bytes
 
 LOG = logging.getLogger(__name__)
 
+KEY_PRECISION = "cct.precision"
+PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_PRECISIONS = ("fp32", "fp16")
+#: Ops kept in float32 by the FP16 conversion: ONNX Runtime's defaults (non-numeric and
+#: index-like ops) plus Softmax, so probabilities are computed and returned at full precision.
+FP16_KEEP_FLOAT32_OPS = ("Softmax",)
+
 #: opset per exporter (see the module docstring).
 OPSETS = {"torchscript": 17, "dynamo": 18}
 DEFAULT_EXPORTER = "torchscript"
+DEFAULT_SIZE = (512, 640)
 STRIDE = 32
 
 #: ONNX operators (default domain) the TensorRT 10 ONNX parser supports, restricted to the ones a
@@ -52,17 +69,17 @@ TENSORRT_OPS = frozenset(
     {
         "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil",
         "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "CumSum",
-        "DepthToSpace", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten",
-        "Floor", "Gather", "GatherElements", "GatherND", "Gemm", "GlobalAveragePool", "GlobalMaxPool",
-        "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "If",
-        "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log",
-        "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or",
-        "Pad", "Pow", "PRelu", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSumExp",
-        "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu",
-        "Reshape", "Resize", "Round", "ScatterElements", "ScatterND", "Selu", "Shape", "Sigmoid",
-        "Sign", "Sin", "Cos", "Size", "Slice", "Softmax", "Softplus", "Softsign", "SpaceToDepth",
-        "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze",
-        "Upsample", "Where", "Xor",
+        "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp",
+        "Expand", "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gemm",
+        "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish",
+        "Identity", "If", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less",
+        "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Mean", "Min", "Mod", "Mul",
+        "Neg", "Not", "Or", "Pad", "Pow", "PRelu", "QuantizeLinear", "Range", "Reciprocal", "ReduceL1",
+        "ReduceL2", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+        "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "ScatterElements", "ScatterND",
+        "Selu", "Shape", "Sigmoid", "Sign", "Sin", "Cos", "Size", "Slice", "Softmax", "Softplus",
+        "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK",
+        "Transpose", "Unsqueeze", "Upsample", "Where", "Xor",
     }
 )  # fmt: skip
 
@@ -96,25 +113,139 @@ def check_graph(model) -> None:
     check_tensorrt_ops(model)
 
 
+def check_tensorrt_quantization(model) -> None:  # model: onnx.ModelProto
+    """Raise ``ExportError`` unless every Q/DQ node is one TensorRT's explicit quantization takes.
+
+    TensorRT quantizes symmetrically: zero points must be int8 (or absent) and all zero, and
+    ``DequantizeLinear`` only takes int8 inputs (an int32-quantized bias is refused by its parser).
+    Checking here names the cause instead of a parser error minutes into an engine build.
+    """
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        values = [a.t for a in node.attribute if a.name == "value"] if node.op_type == "Constant" else []
+        if values:
+            constants[node.output[0]] = values[0]
+    problems = [
+        problem
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        for problem in _tensorrt_qdq_problems(node, constants)
+    ]
+    if problems:
+        raise ExportError(
+            f"TensorRT refuses this quantization ({len(problems)} problems, e.g. {problems[0]}); it takes "
+            "symmetric int8 Q/DQ only: quantize the FP32 export with cct-quantize (default --target any)"
+        )
+
+
+def _tensorrt_qdq_problems(node, constants: dict) -> list[str]:
+    from onnx import TensorProto, numpy_helper
+
+    problems = []
+    zero_point = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if zero_point is not None:
+        kind = TensorProto.DataType.Name(zero_point.data_type).lower()
+        if zero_point.data_type != TensorProto.INT8:
+            problems.append(f"{node.op_type} {node.name or '?'} has a {kind} zero point")
+        elif numpy_helper.to_array(zero_point).any():
+            problems.append(f"{node.op_type} {node.name or '?'} has a non-zero zero point")
+    quantized = constants.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+    if quantized is not None and quantized.data_type != TensorProto.INT8:
+        kind = TensorProto.DataType.Name(quantized.data_type).lower()
+        problems.append(f"DequantizeLinear {node.name or '?'} dequantizes {kind} constants")
+    return problems
+
+
+def model_precision(model) -> str:  # model: onnx.ModelProto
+    """``fp32``, ``fp16`` or ``int8``: the ``cct.precision`` metadata, else read from the graph.
+
+    Exports written before the key existed are classified by content: Q/DQ nodes mean int8,
+    float16 initializers fp16, anything else fp32.
+    """
+    from onnx import TensorProto
+
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get(KEY_PRECISION) in PRECISIONS:
+        return props[KEY_PRECISION]
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return "int8"
+    if any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def convert_to_fp16(model):  # onnx.ModelProto -> onnx.ModelProto
+    """FP16 weights and compute, float32 graph inputs and outputs, softmax in float32.
+
+    ONNX Runtime's float16 converter (``keep_io_types``: a Cast after each input and before each
+    output) does the conversion; it appends those Casts at the end of the node list, so the graph
+    is sorted topologically again before ``onnx.checker`` sees it.
+    """
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    if model_precision(model) != "fp32":
+        raise ExportError(f"only an FP32 model converts to FP16, this one is {model_precision(model)}")
+    wrapper = OnnxModel(model)
+    try:
+        wrapper.convert_float_to_float16(
+            use_symbolic_shape_infer=False,
+            keep_io_types=True,
+            op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FLOAT32_OPS],
+        )
+        wrapper.topological_sort()
+    except Exception as exc:  # the converter raises assorted types for graphs it cannot handle
+        raise ExportError(f"FP16 conversion failed: {type(exc).__name__}: {exc}") from exc
+    converted = wrapper.model
+    _set_metadata(converted, {KEY_PRECISION: "fp16"})
+    return converted
+
+
+def _set_metadata(model, values: dict[str, str]) -> None:
+    """Add or replace ``metadata_props`` entries, keeping the others in order."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(values)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def convert_onnx_fp16(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> ModelInfo:
+    """An FP32 ``cct-export`` ONNX file -> its FP16 twin at ``output`` (checked, written atomically)."""
+    import onnx
+
+    from cct_surgical_seg.deploy.model_info import read_onnx_info
+
+    info = read_onnx_info(source)  # ModelLoadError for a missing, unreadable or foreign file
+    model = convert_to_fp16(onnx.load(os.fspath(source)))
+    check_graph(model)
+    atomic_write_bytes(output, model.SerializeToString())
+    LOG.info("wrote %s (fp16 copy of %s)", output, source)
+    return info
+
+
 def export_onnx(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    input_size: tuple[int, int] | None = (512, 640),
+    input_size: tuple[int, int] | None = DEFAULT_SIZE,
     uncertainty: bool = False,
     max_heads: int | None = None,
     exporter: str = DEFAULT_EXPORTER,
+    precision: str = "fp32",
 ) -> ModelInfo:
     """Export ``checkpoint`` to ``output`` (written atomically) and return its ``ModelInfo``.
 
     ``input_size``: fixed (H, W), or None for dynamic H/W (multiples of 32). ``uncertainty``:
     keep up to ``max_heads`` auxiliary heads (all if None) and add the ``disagreement`` output.
-    ``exporter``: "torchscript" or "dynamo" (module docstring).
+    ``exporter``: "torchscript" or "dynamo"; ``precision``: "fp32" or "fp16" (module docstring).
     """
     import torch
 
     if exporter not in OPSETS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {sorted(OPSETS)}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ExportError(f"precision must be fp32 or fp16 (int8: cct-quantize), got {precision!r}")
 
     from cct_surgical_seg.deploy.backends.torch_backend import (
         DeployedSegmenter,
@@ -150,18 +281,21 @@ def export_onnx(
         has_disagreement=uncertainty,
     )
     del model.metadata_props[:]
-    for key, value in info.to_metadata(cfg.to_dict()).items():
-        model.metadata_props.add(key=key, value=value)
+    _set_metadata(model, {**info.to_metadata(cfg.to_dict()), KEY_PRECISION: "fp32"})
     model.producer_name = "cct_surgical_seg"
     check_graph(model)
     got = [o.name for o in model.graph.output]
     if got != outputs:
         raise ExportError(f"exported outputs {got}, expected {outputs}")
+    if precision == "fp16":
+        model = convert_to_fp16(model)
+        check_graph(model)
     atomic_write_bytes(output, model.SerializeToString())
     LOG.info(
-        "wrote %s (%s, %s exporter, opset %d, %d nodes)",
+        "wrote %s (%s, %s, %s exporter, opset %d, %d nodes)",
         output,
         "dynamic" if input_size is None else f"{input_size[0]}x{input_size[1]}",
+        precision,
         exporter,
         OPSETS[exporter],
         len(model.graph.node),
@@ -219,9 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cct-export",
         description="Export a cct_surgical_seg checkpoint to ONNX (normalisation + softmax inside, "
-        "class names and input size in the metadata).",
+        "class names and input size in the metadata), or convert an FP32 export to FP16.",
     )
-    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.pt)")
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="training checkpoint (.pt), or an FP32 .onnx export to convert (with --precision fp16)",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
@@ -229,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        default=(512, 640),
-        help="fixed network input size (default: 512 640)",
+        default=None,
+        help=f"fixed network input size (default: {DEFAULT_SIZE[0]} {DEFAULT_SIZE[1]})",
     )
     size.add_argument(
         "--dynamic",
@@ -248,31 +386,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--exporter",
         choices=sorted(OPSETS),
-        default=DEFAULT_EXPORTER,
+        default=None,
         help=f"torch ONNX exporter (default: {DEFAULT_EXPORTER}, opset {OPSETS[DEFAULT_EXPORTER]})",
     )
+    parser.add_argument(
+        "--precision",
+        choices=EXPORT_PRECISIONS,
+        default="fp32",
+        help="fp16: FP16 weights and compute inside, float32 image in and probs out (what TensorRT "
+        "needs for FP16); int8 comes from cct-quantize (default: fp32)",
+    )
     return parser
+
+
+def _convert_existing(args: argparse.Namespace) -> ModelInfo:
+    """``cct-export model.onnx --precision fp16``: the graph options belong to a checkpoint export."""
+    given = [flag for flag, value in (("--size", args.size), ("--dynamic", args.dynamic),
+             ("--uncertainty", args.uncertainty), ("--max-heads", args.max_heads),
+             ("--exporter", args.exporter)) if value]  # fmt: skip
+    if given or args.precision != "fp16":
+        raise ExportError(
+            f"{args.checkpoint} is an ONNX model: only --precision fp16 applies to it"
+            + (f" (not {', '.join(given)})" if given else "")
+        )
+    return convert_onnx_fp16(args.checkpoint, args.output)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        info = export_onnx(
-            args.checkpoint,
-            args.output,
-            input_size=None if args.dynamic else (args.size[0], args.size[1]),
-            uncertainty=args.uncertainty,
-            max_heads=args.max_heads,
-            exporter=args.exporter,
-        )
+        if args.checkpoint.suffix.lower() == ".onnx":
+            info = _convert_existing(args)
+        else:
+            info = export_onnx(
+                args.checkpoint,
+                args.output,
+                input_size=None if args.dynamic else tuple(args.size or DEFAULT_SIZE),
+                uncertainty=args.uncertainty,
+                max_heads=args.max_heads,
+                exporter=args.exporter or DEFAULT_EXPORTER,
+                precision=args.precision,
+            )
     except DeployError as exc:
         print(f"cct-export: error: {exc}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as in every cct-* command
     size = "dynamic" if info.input_size is None else f"{info.input_size[0]}x{info.input_size[1]}"
     print(
         f"wrote {args.output}: classes {list(info.class_names)}, input {size}, "
-        f"disagreement {'yes' if info.has_disagreement else 'no'}"
+        f"disagreement {'yes' if info.has_disagreement else 'no'}, precision {args.precision}"
     )
     return 0
 

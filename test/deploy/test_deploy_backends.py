@@ -1,4 +1,7 @@
-"""Backends: PyTorch/ONNX Runtime agreement, model-file errors, auto selection, TensorRT plumbing."""
+"""Backends: PyTorch/ONNX Runtime agreement, model-file errors, auto selection, TensorRT plumbing.
+
+The TensorRT backend itself runs on fake TensorRT modules in ``test_deploy_tensorrt.py``.
+"""
 
 from __future__ import annotations
 
@@ -129,6 +132,23 @@ def test_onnxruntime_cuda_unavailable_is_clear(rule_onnx) -> None:
         pytest.skip("this machine has the CUDA provider")
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
         create_backend("onnxruntime", rule_onnx, device="cuda")
+    with pytest.raises(BackendUnavailableError, match="install onnxruntime-gpu"):
+        create_backend("onnxruntime-cuda", rule_onnx)
+
+
+def test_cuda_provider_that_falls_back_to_cpu_is_reported_not_run(rule_onnx, monkeypatch) -> None:
+    """onnxruntime-gpu without its CUDA libraries lists the provider, then runs on the CPU."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    listed = [*onnxruntime.get_available_providers(), "CUDAExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    with pytest.raises(BackendUnavailableError, match="could not start CUDAExecutionProvider"):
+        create_backend("onnxruntime-cuda", rule_onnx, device_index=0)
+    backend = create_backend("auto", rule_onnx, num_threads=1)
+    assert backend.providers[0] == "CPUExecutionProvider"
+    assert "onnxruntime CUDA unavailable (ONNX Runtime could not start" in backend.selection_reason
 
 
 def test_tensorrt_not_installed_error(rule_onnx, monkeypatch) -> None:
@@ -136,13 +156,14 @@ def test_tensorrt_not_installed_error(rule_onnx, monkeypatch) -> None:
     with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
         create_backend("tensorrt", rule_onnx)
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
-    with pytest.raises(BackendUnavailableError, match="needs TensorRT 10"):
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 8\.6\.1 is not supported"):
         import_tensorrt()
 
 
 def test_engine_cache_key_changes_with_every_component() -> None:
     base = dict(onnx_sha256="a" * 64, trt_version="10.3.0", gpu_name="NVIDIA H100", compute_capability="9.0",
-                precision="fp16", profile=[[1, 3, 256, 320]] * 3)  # fmt: skip
+                precision="fp16", profile=[[1, 3, 256, 320]] * 3,
+                builder_options={"workspace_mb": 2048, "recipe": "strongly-typed-v1"})  # fmt: skip
     key = engine_cache_key(**base)
     assert key == engine_cache_key(**base)  # deterministic
     variants = {
@@ -152,6 +173,7 @@ def test_engine_cache_key_changes_with_every_component() -> None:
         "compute_capability": "8.9",
         "precision": "int8",
         "profile": [[1, 3, 512, 640]] * 3,
+        "builder_options": {"workspace_mb": 1024, "recipe": "strongly-typed-v1"},
     }
     keys = {name: engine_cache_key(**{**base, name: value}) for name, value in variants.items()}
     assert key not in keys.values() and len(set(keys.values())) == len(variants)
@@ -160,7 +182,7 @@ def test_engine_cache_key_changes_with_every_component() -> None:
 
 
 def test_engine_cache_path_and_sha(tmp_path, rule_onnx, monkeypatch) -> None:
-    key = engine_cache_key(file_sha256(rule_onnx), "10.0.1", "gpu", "8.6", "fp16")
+    key = engine_cache_key(file_sha256(rule_onnx), "10.0.1", "gpu", "8.6", "fp16", [[1, 3, 64, 64]] * 3, {})
     assert len(file_sha256(rule_onnx)) == 64
     path = engine_cache_path(tmp_path, rule_onnx, key)
     assert path.parent == tmp_path and path.name == f"rule-{key[:16]}.engine"

@@ -57,5 +57,5 @@ def test_video_with_csv_poses(tmp_path, rule_onnx) -> None:
 def test_bad_model_exits_with_message(tmp_path, capsys) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     (tmp_path / "images").mkdir()
-    assert main([str(tmp_path / "images"), "-m", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "o")]) == 1
+    assert main([str(tmp_path / "images"), "-m", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "o")]) == 2
     assert "bad.onnx" in capsys.readouterr().err

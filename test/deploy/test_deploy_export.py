@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,6 +19,7 @@ from cct_surgical_seg.deploy.export import (
     check_tensorrt_ops,
     export_onnx,
     main,
+    model_precision,
 )
 from cct_surgical_seg.deploy.model_info import ModelInfo, read_onnx_info
 from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
@@ -89,9 +91,9 @@ def test_uncertainty_export_needs_aux_decoders(tmp_path) -> None:
 
     cfg = ModelConfig(pretrained=False, aspp_channels=8, decoder_channels=8, low_level_channels=8)
     save_checkpoint(tmp_path / "plain.pt", make_payload(build_segmenter(cfg), cfg))
-    assert main([str(tmp_path / "plain.pt"), "-o", str(tmp_path / "x.onnx"), "--uncertainty"]) == 1
+    assert main([str(tmp_path / "plain.pt"), "-o", str(tmp_path / "x.onnx"), "--uncertainty"]) == 2
     assert not (tmp_path / "x.onnx").exists()
-    assert main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.onnx")]) == 1
+    assert main([str(tmp_path / "missing.pt"), "-o", str(tmp_path / "x.onnx")]) == 2
 
 
 def test_dynamo_exporter_gives_the_same_probabilities(tiny_checkpoint, tiny_onnx, tmp_path) -> None:
@@ -110,3 +112,58 @@ def test_dynamo_exporter_gives_the_same_probabilities(tiny_checkpoint, tiny_onnx
     np.testing.assert_allclose(got, ref, atol=1e-4)
     with pytest.raises(ExportError, match="unknown exporter"):
         export_onnx(tiny_checkpoint, tmp_path / "x.onnx", exporter="tensorflow")
+
+
+def _io_types(model: onnx.ModelProto) -> list[int]:
+    return [v.type.tensor_type.elem_type for v in (*model.graph.input, *model.graph.output)]
+
+
+def test_fp16_export_keeps_the_float32_interface_and_the_masks(
+    tiny_checkpoint, tiny_onnx, tmp_path, capsys
+) -> None:
+    out = tmp_path / "fp16.onnx"
+    assert main([str(tiny_checkpoint), "-o", str(out), "--size", "64", "80", "--precision", "fp16"]) == 0
+    assert "precision fp16" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    assert _io_types(model) == [TensorProto.FLOAT, TensorProto.FLOAT]
+    assert model_precision(model) == "fp16" and model_precision(onnx.load(str(tiny_onnx))) == "fp32"
+    weights = [t for t in model.graph.initializer if t.dims and len(t.dims) == 4]
+    assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights)
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert softmax.output[0] == "probs"  # softmax in float32, no cast after it
+    check_graph(model)
+    assert read_onnx_info(out) == read_onnx_info(tiny_onnx)
+    batch = np.random.default_rng(1).uniform(0, 255, (2, 3, 64, 80)).astype(np.float32)
+    ref = create_backend("onnxruntime", tiny_onnx).infer(batch).probs
+    got = create_backend("onnxruntime", out).infer(batch).probs
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=0.02)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+def test_demo_model_converts_to_fp16_with_its_masks(tmp_path, capsys) -> None:
+    from cct_surgical_seg.sim.scene import EndoscopeScene, SceneConfig
+
+    demo = Path(__file__).resolve().parents[2] / "models" / "cct_demo.onnx"
+    out = tmp_path / "demo_fp16.onnx"
+    assert main([str(demo), "-o", str(out), "--precision", "fp16"]) == 0
+    assert "precision fp16" in capsys.readouterr().out
+    fp32, fp16 = create_backend("onnxruntime", demo), create_backend("onnxruntime", out)
+    scene = EndoscopeScene(SceneConfig(width=640, height=512, seed=3))
+    for index in range(3):
+        rgb = scene.render(index * 9).rgb
+        a, b = SegmentationPipeline(fp32, track=False)(rgb), SegmentationPipeline(fp16, track=False)(rgb)
+        assert (a.mask == b.mask).mean() >= 0.998  # ONNX Runtime's CPU emulation of FP16; TensorRT: gpu_check
+
+
+def test_onnx_input_takes_only_the_fp16_conversion(tiny_onnx, tmp_path, capsys) -> None:
+    out = tmp_path / "x.onnx"
+    assert main([str(tiny_onnx), "-o", str(out), "--size", "64", "80", "--precision", "fp16"]) == 2
+    assert "only --precision fp16 applies to it (not --size)" in capsys.readouterr().err
+    assert main([str(tiny_onnx), "-o", str(out)]) == 2
+    assert not out.exists()
+    assert main([str(tiny_onnx), "-o", str(out), "--precision", "fp16"]) == 0
+    assert main([str(out), "-o", str(tmp_path / "y.onnx"), "--precision", "fp16"]) == 2
+    assert "only an FP32 model converts to FP16, this one is fp16" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="precision must be fp32 or fp16"):
+        export_onnx(tiny_onnx, tmp_path / "z.onnx", precision="int8")

@@ -12,6 +12,7 @@ import pytest
 
 from cct_surgical_seg.deploy.backends import create_backend
 from cct_surgical_seg.deploy.errors import ExportError, ModelLoadError
+from cct_surgical_seg.deploy.export import KEY_PRECISION, check_tensorrt_quantization, convert_onnx_fp16
 from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
 from cct_surgical_seg.deploy.quantize import KEY_QUANTIZATION, calibration_frames, main, quantize_int8
 from cct_surgical_seg.sim.scene import EndoscopeScene, SceneConfig
@@ -31,6 +32,15 @@ def demo_int8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     return out, report
 
 
+def zero_points(model: onnx.ModelProto) -> list[np.ndarray]:
+    inits = {t.name: t for t in model.graph.initializer}
+    return [
+        onnx.numpy_helper.to_array(inits[n.input[2]])
+        for n in model.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+    ]
+
+
 def test_demo_model_quantizes_to_int8_and_keeps_its_masks(demo_int8) -> None:
     path, report = demo_int8
     assert report.calibration_frames == 9 and report.check_frames == 3
@@ -41,8 +51,16 @@ def test_demo_model_quantizes_to_int8_and_keeps_its_masks(demo_int8) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) > 20  # every convolution's weights
+    # symmetric, as TensorRT takes it: int8 zero points, all 0; no int32 (bias) dequantization
+    points = zero_points(model)
+    assert len(points) > 100 and all(z.dtype == np.int8 and not z.any() for z in points)
+    assert not any(t.data_type == onnx.TensorProto.INT32 for t in model.graph.initializer)
+    check_tensorrt_quantization(model)
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert softmax.output[0] == "probs"  # probabilities leave the graph unquantized
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta[KEY_QUANTIZATION])["pixel_agreement"] == pytest.approx(report.pixel_agreement)
+    assert json.loads(meta[KEY_QUANTIZATION])["target"] == "any" and meta[KEY_PRECISION] == "int8"
 
     fp32 = create_backend("onnxruntime", str(DEMO_MODEL))
     int8 = create_backend("onnxruntime", str(path))
@@ -56,6 +74,24 @@ def test_demo_model_quantizes_to_int8_and_keeps_its_masks(demo_int8) -> None:
 def test_already_quantized_model_is_refused(demo_int8, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="already quantized"):
         quantize_int8(demo_int8[0], tmp_path / "twice.onnx", sim_frames(5, seed=2))
+
+
+def test_cpu_target_is_uint8_and_tensorrt_check_names_it(tiny_onnx: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cpu.onnx"
+    report = quantize_int8(tiny_onnx, out, sim_frames(5, seed=6), min_agreement=0.0, target="cpu")
+    assert report.target == "cpu" and "uint8" in report.scheme
+    model = onnx.load(str(out))
+    assert any(z.dtype == np.uint8 for z in zero_points(model))
+    with pytest.raises(ExportError, match="TensorRT refuses this quantization"):
+        check_tensorrt_quantization(model)
+
+
+def test_fp16_model_is_refused(tiny_onnx: Path, tmp_path: Path) -> None:
+    fp16 = tmp_path / "fp16.onnx"
+    convert_onnx_fp16(tiny_onnx, fp16)
+    with pytest.raises(ExportError, match="the model is fp16; quantize the FP32 export"):
+        quantize_int8(fp16, tmp_path / "x.onnx", sim_frames(5, seed=2))
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_agreement_below_the_bar_writes_nothing(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -87,5 +123,5 @@ def test_cli_calibrates_on_an_image_folder(tmp_path: Path, capsys: pytest.Captur
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main([str(DEMO_MODEL), "-o", str(tmp_path / "z.onnx"), "--calibration", str(empty)]) == 1
+    assert main([str(DEMO_MODEL), "-o", str(tmp_path / "z.onnx"), "--calibration", str(empty)]) == 2
     assert "no images" in capsys.readouterr().err

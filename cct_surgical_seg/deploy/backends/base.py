@@ -72,11 +72,12 @@ def check_model_file(path: str | os.PathLike[str], kind: str) -> Path:
     names the file and what was expected.
     """
     p = Path(path)
+    what = kind if kind.endswith("model") else f"{kind} model"  # "model", "ONNX" -> "ONNX model"
     if not p.is_file():
-        raise ModelLoadError(f"{kind} model file not found: {p}")
+        raise ModelLoadError(f"{what} file not found: {p}")
     size = p.stat().st_size
     if size == 0:
-        raise ModelLoadError(f"{kind} model file is empty: {p}")
+        raise ModelLoadError(f"{what} file is empty: {p}")
     return p
 
 

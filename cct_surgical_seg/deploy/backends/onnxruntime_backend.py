@@ -1,7 +1,11 @@
 """ONNX Runtime backend: the default on CPU, and on GPU through the CUDA / TensorRT providers.
 
 ONNX Runtime is the one runtime every install has (it is a hard dependency), so this backend is
-also the fallback of ``create_backend("auto")``.
+also the fallback of ``create_backend("auto")``. Its CUDA execution provider (the
+``onnxruntime-gpu`` package, kind ``onnxruntime-cuda``) is the GPU path for machines without
+TensorRT. A provider that is listed but cannot start (CUDA or cuDNN libraries missing) makes ONNX
+Runtime fall back to the CPU on its own; that is reported as ``BackendUnavailableError`` here,
+never run silently on the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from cct_surgical_seg.deploy.model_info import DISAGREEMENT_NAME, INPUT_NAME, PR
 LOG = logging.getLogger(__name__)
 
 #: device option -> provider list, best first; ORT falls back along the list per node.
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 DEVICE_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -35,8 +40,9 @@ class OnnxRuntimeBackend(Backend):
     """Runs a ``cct-export`` ONNX file with ONNX Runtime.
 
     ``device``: ``cpu`` | ``cuda`` | ``tensorrt`` (ORT's execution providers, not our native
-    TensorRT backend). ``num_threads``: intra-op threads (None = ORT default, all cores); pin it
-    on shared robots so segmentation does not starve the controller.
+    TensorRT backend); ``device_index``: the CUDA device of the GPU providers. ``num_threads``:
+    intra-op threads (None = ORT default, all cores); pin it on shared robots so segmentation does
+    not starve the controller.
     """
 
     name = "onnxruntime"
@@ -46,6 +52,7 @@ class OnnxRuntimeBackend(Backend):
         model_path: str | os.PathLike[str],
         *,
         device: str = "cpu",
+        device_index: int = 0,
         num_threads: int | None = None,
         spin: bool = False,
     ) -> None:
@@ -75,12 +82,19 @@ class OnnxRuntimeBackend(Backend):
         if num_threads is not None:
             options.intra_op_num_threads = int(num_threads)
             options.inter_op_num_threads = 1
+        providers = [(p, {"device_id": int(device_index)}) if p in GPU_PROVIDERS else p for p in wanted]
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own exception types (InvalidProtobuf, Fail, ...)
             raise ModelLoadError(
                 f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})"
             ) from exc
+        started = self._session.get_providers()
+        if started[0] != wanted[0]:
+            raise BackendUnavailableError(
+                f"ONNX Runtime could not start {wanted[0]} (it fell back to {started[0]}); check the "
+                "CUDA/cuDNN libraries onnxruntime-gpu needs, or use device='cpu'"
+            )
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if inputs != [INPUT_NAME] or PROBS_NAME not in outputs:
