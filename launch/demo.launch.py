@@ -5,7 +5,8 @@
 
 With ``use_sim_time:=true`` the simulator publishes /clock and stamps frames in simulated time,
 and the node runs on that clock (outputs and diagnostics in simulated time). The node itself
-comes from segmentation.launch.py, so its parameters and YAML stay defined in one place.
+comes from segmentation.launch.py, so its parameters and YAML stay defined in one place; the
+arguments of both files are accepted here, any other fails the launch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from cct_surgical_seg.ros.launch_arguments import refuse_unknown_arguments
 from launch import LaunchDescription
 
 PACKAGE = "cct_surgical_seg"
@@ -38,28 +40,31 @@ def _sim(context, *args, **kwargs):
 def generate_launch_description() -> LaunchDescription:
     share = get_package_share_directory(PACKAGE)
     shipped = os.path.join(share, "models", "cct_demo.onnx")
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument("model", default_value=shipped, description="ONNX model for the node"),
-            DeclareLaunchArgument(
-                "backend", default_value="auto", description="auto|onnxruntime|tensorrt|torch"
-            ),
-            DeclareLaunchArgument("rate", default_value="15.0", description="simulator frames per second"),
-            DeclareLaunchArgument("width", default_value="640"),
-            DeclareLaunchArgument("height", default_value="512"),
-            DeclareLaunchArgument("instruments", default_value="2", description="1..3"),
-            DeclareLaunchArgument("seed", default_value="0"),
-            DeclareLaunchArgument("smoke", default_value="0.0", description="0..1 haze"),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="simulated clock"),
-            OpaqueFunction(function=_sim),
-            IncludeLaunchDescription(
-                PythonLaunchDescriptionSource(os.path.join(share, "launch", "segmentation.launch.py")),
-                launch_arguments={
-                    "model": LaunchConfiguration("model"),
-                    "backend": LaunchConfiguration("backend"),
-                    "image_topic": "/camera/image_raw",
-                    "use_sim_time": LaunchConfiguration("use_sim_time"),
-                }.items(),
-            ),
-        ]
-    )
+    entities = [
+        DeclareLaunchArgument("model", default_value=shipped, description="ONNX model for the node"),
+        DeclareLaunchArgument(
+            "backend",
+            default_value="auto",
+            choices=["auto", "onnxruntime", "tensorrt", "torch"],
+            description="inference backend",
+        ),
+        DeclareLaunchArgument("rate", default_value="15.0", description="simulator frames per second"),
+        DeclareLaunchArgument("width", default_value="640"),
+        DeclareLaunchArgument("height", default_value="512"),
+        DeclareLaunchArgument("instruments", default_value="2", description="1..3"),
+        DeclareLaunchArgument("seed", default_value="0"),
+        DeclareLaunchArgument("smoke", default_value="0.0", description="0..1 haze"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="simulated clock"),
+        OpaqueFunction(function=_sim),
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(os.path.join(share, "launch", "segmentation.launch.py")),
+            launch_arguments={
+                "model": LaunchConfiguration("model"),
+                "backend": LaunchConfiguration("backend"),
+                "image_topic": "/camera/image_raw",
+                "camera_info_topic": "/camera/camera_info",
+                "use_sim_time": LaunchConfiguration("use_sim_time"),
+            }.items(),
+        ),
+    ]
+    return LaunchDescription([refuse_unknown_arguments(entities), *entities])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         data = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, zipfile errors...
-        raise CheckpointError(
-            file, f"not a readable checkpoint (truncated, corrupt or not a torch file): {exc}"
-        ) from exc
+        raise CheckpointError(file, f"not a readable checkpoint: {_unreadable_reason(file, exc)}") from exc
     if not isinstance(data, dict):
         raise CheckpointError(file, f"not a cct_surgical_seg checkpoint (top level is {type(data).__name__})")
     if "format" not in data:
@@ -99,6 +98,29 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     for key in OPTIONAL_KEYS:
         data.setdefault(key, None)
     return data
+
+
+_EXPECTED = "expected a cct_surgical_seg checkpoint (cct-train's last.pt or best.pt)"
+
+
+def _unreadable_reason(file: Path, exc: Exception) -> str:
+    """What the file is, in one line, instead of torch's multi-paragraph weights_only advice."""
+    if file.suffix.lower() == ".onnx":
+        return f"an ONNX model (ONNX models run with cct-infer and the node); {_EXPECTED}"
+    text = str(exc)
+    if "Weights only load failed" in text:
+        pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (it pickles {pickled.group(1)})" if pickled else ""
+        return (
+            f"a PyTorch file that holds Python objects, not only tensors and plain types{what}, "
+            f"e.g. a whole pickled model; {_EXPECTED}, which loads with weights_only=True"
+        )
+    with file.open("rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch's zip format / a legacy pickle
+        first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return f"a truncated or corrupt PyTorch file ({first_line.split('. ')[0][:120]}); {_EXPECTED}"
+    return f"not a PyTorch file (it starts with {head!r}); {_EXPECTED}"
 
 
 def model_config_from_checkpoint(

@@ -14,15 +14,20 @@ Everything returned is RGB ``uint8 HxWx3`` because that is what
 gbrg,grbg}8`` (OpenCV demosaicing), ``mono16``/``16UC1`` (scaled to 8 bit by /257, i.e. the full
 16-bit range, so brightness does not flicker with frame content) with ``is_bigendian`` honoured.
 Anything else goes to cv_bridge when it happens to be importable, else it is refused.
+Compressed frames must be PNG or JPEG: their size is read from the header (Pillow) and checked
+against the pixel budget before a single pixel is decoded.
 """
 
 from __future__ import annotations
 
+import io
 import sys
+import warnings
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 
 try:  # optional: only used for encodings outside our own table
     from cv_bridge import CvBridge as _CvBridge  # type: ignore[import-not-found]
@@ -31,6 +36,13 @@ except Exception:  # ImportError in a pip-only environment; the PyPI port breaks
 
 #: reasons a frame is refused; each one is a diagnostics counter
 BAD_INPUT_KINDS = ("encoding", "size", "empty", "too_large", "decode")
+
+#: compressed formats the node decodes (what image_transport's compressed plugin writes)
+COMPRESSED_FORMATS = ("PNG", "JPEG")
+
+# The pixel budget (``max_image_pixels``) is checked on the header before decoding, so Pillow's
+# own decompression-bomb warning would only repeat it; its hard limit (an exception) stays.
+warnings.filterwarnings("ignore", category=PILImage.DecompressionBombWarning)
 
 
 class ConversionError(ValueError):
@@ -150,19 +162,46 @@ def _via_cv_bridge(msg, encoding: str) -> np.ndarray:
         raise ConversionError("encoding", f"cv_bridge could not convert '{encoding}': {exc}") from exc
 
 
+def compressed_header(data: bytes | memoryview | np.ndarray) -> tuple[int, int, str]:
+    """(width, height, format) read from a PNG or JPEG header, without decoding any pixel.
+
+    Pillow's lazy ``Image.open`` reads only the PNG IHDR chunk or the JPEG markers up to the
+    SOFn frame header; OpenCV has no header-only API. Anything that is not a readable PNG or
+    JPEG header raises :class:`ConversionError` ("decode"), a header above Pillow's own
+    decompression-bomb limit "too_large".
+    """
+    try:
+        with PILImage.open(io.BytesIO(data), formats=COMPRESSED_FORMATS) as image:
+            width, height = image.size
+            return int(width), int(height), str(image.format)
+    except PILImage.DecompressionBombError as exc:
+        raise ConversionError("too_large", f"compressed image header: {exc}") from exc
+    except Exception as exc:  # hostile bytes: Pillow raises many types (OSError, SyntaxError, ...)
+        raise ConversionError(
+            "decode", f"not a readable {' or '.join(COMPRESSED_FORMATS)} header ({type(exc).__name__})"
+        ) from exc
+
+
 def compressed_to_rgb(msg, max_pixels: int = 0) -> np.ndarray:
     """A sensor_msgs/CompressedImage (jpeg/png, as image_transport writes it) as RGB uint8.
 
-    The pixel budget is checked on the header OpenCV reads before decoding the full image
-    where possible, and again on the result.
+    The size is read from the PNG/JPEG header and checked against ``max_pixels`` before
+    anything is decoded, so a small file that claims a huge image costs no memory; the decoded
+    image must then have exactly the header's size.
     """
-    data = np.frombuffer(_as_bytes(msg.data), dtype=np.uint8)
+    raw = _as_bytes(msg.data)
+    data = np.frombuffer(raw, dtype=np.uint8)
     if data.size == 0:
         raise ConversionError("empty", "empty compressed data")
+    width, height, fmt = compressed_header(data)
+    _check_pixels(width, height, max_pixels)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ConversionError("decode", f"could not decode {data.size} bytes of '{msg.format}' data")
-    _check_pixels(image.shape[1], image.shape[0], max_pixels)
+        raise ConversionError("decode", f"could not decode {data.size} bytes of {fmt} data")
+    if image.shape[:2] != (height, width):
+        raise ConversionError(
+            "decode", f"{fmt} decoded to {image.shape[1]}x{image.shape[0]}, header says {width}x{height}"
+        )
     if image.dtype == np.uint16:
         image = (image.astype(np.uint32) * 255 // 65535).astype(np.uint8)
     if image.ndim == 2:

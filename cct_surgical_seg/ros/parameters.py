@@ -7,8 +7,8 @@ tests all need the same names, defaults and limits; one table keeps them from dr
 Two kinds of parameter:
 - *run time* ones (thresholds, overlay switch, pixel budget) take effect on the next frame
   and can be changed with ``ros2 param set`` at any time;
-- *structural* ones (model, backend, topics, QoS) can only change while the node is not active:
-  model/backend/threads take effect on the next ``configure``, topics/transport/QoS on the next
+- *structural* ones (model, backend, transport, QoS) can only change while the node is not
+  active: model/backend/threads take effect on the next ``configure``, transport/QoS on the next
   ``activate``. Changing them while active is refused with a reason, because silently keeping
   the old value would make ``ros2 param get`` lie.
 Numeric ranges are enforced by rclpy from the descriptor; choices and the structural rule by
@@ -76,22 +76,19 @@ SPECS: tuple[ParamSpec, ...] = (
         "ONNX file (or .pt checkpoint); empty = the demo model shipped in "
         "share/cct_surgical_seg/models; a relative path is also looked up there",
     ),
-    ParamSpec("backend", "auto", "inference backend", choices=("auto", "onnxruntime", "tensorrt", "torch")),
-    ParamSpec("inference_threads", 0, "CPU threads of the runtime; 0 = its default", low=0, high=256),
     ParamSpec(
-        "image_topic", "/camera/image_raw", "input image topic (compressed: '<image_topic>/compressed')"
+        "backend",
+        "auto",
+        "inference backend",
+        choices=("auto", "onnxruntime", "onnxruntime-cuda", "tensorrt", "torch"),
     ),
+    ParamSpec("inference_threads", 0, "CPU threads of the runtime; 0 = its default", low=0, high=256),
     ParamSpec(
         "transport",
         "raw",
-        "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage",
+        "raw = sensor_msgs/Image on 'image', compressed = sensor_msgs/CompressedImage on "
+        "'<image>/compressed' (the remapped 'image' topic + /compressed, as image_transport names it)",
         choices=("raw", "compressed"),
-    ),
-    ParamSpec(
-        "camera_info_topic",
-        "/camera/camera_info",
-        "sensor_msgs/CameraInfo; once one arrives, "
-        "instrument tips are unit rays in the optical frame, else pixels; empty = never",
     ),
     ParamSpec(
         "qos_reliability",
@@ -163,9 +160,7 @@ class Settings:
     model_path: str
     backend: str
     inference_threads: int
-    image_topic: str
     transport: str
-    camera_info_topic: str
     qos_reliability: str
     qos_depth: int
     output_qos_depth: int
@@ -210,7 +205,7 @@ def validate(params, structural_locked: bool) -> SetParametersResult:
             return SetParametersResult(
                 successful=False,
                 reason=f"{param.name} cannot change while the node is active; deactivate first "
-                "(model/backend apply on configure, topics/QoS on activate)",
+                "(model/backend apply on configure, transport/QoS on activate)",
             )
     return SetParametersResult(successful=True)
 

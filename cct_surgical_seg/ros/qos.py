@@ -4,6 +4,8 @@ Why these choices:
 - input: a camera stream is only worth its newest frame, so the default is the sensor-data
   profile (best effort, keep last 1); ``reliable`` is there for recorded or remote sources
   that only offer reliable. A best-effort subscription also matches reliable publishers.
+  Camera infos keep the last 10: they are paired with frames by stamp, so none may be lost to
+  the one that follows it.
 - outputs: reliable, keep last ``depth``: a control consumer that asks for reliable gets it,
   and best-effort subscribers (RViz, sensor-data QoS) are compatible too. Keep-last never
   blocks the publisher.
@@ -21,6 +23,7 @@ from rclpy.qos import (
 )
 
 RELIABILITY_CHOICES = ("best_effort", "reliable")
+CAMERA_INFO_DEPTH = 10
 
 
 def input_qos(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
@@ -37,6 +40,11 @@ def input_qos(reliability: str = "best_effort", depth: int = 1) -> QoSProfile:
         ),
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def camera_info_qos(reliability: str = "best_effort") -> QoSProfile:
+    """Camera infos are tiny and paired with frames by stamp: keep the last 10, not only 1."""
+    return input_qos(reliability, CAMERA_INFO_DEPTH)
 
 
 def output_qos(depth: int = 1) -> QoSProfile:

@@ -13,19 +13,22 @@ parameters) and diagnostics stay responsive while a frame is processed.
 Lifecycle:
   configure  - read parameters, load the model (a bad path or file -> FAILURE with the reason in
                the log and in /diagnostics; the node stays up, unconfigured), create publishers
-  activate   - publish LabelInfo (latched), subscribe to images (+ camera info), start the worker
+  activate   - subscribe to images and camera info, start the worker; LabelInfo (latched) goes
+               out with the first frame's frame_id (at once when a frame was seen before)
   deactivate - unsubscribe, stop the worker; publishers stay but are disabled
   cleanup    - drop publishers and the model
-  shutdown   - all of the above from any state
+  shutdown   - all of the above from any state, then ``main`` returns and the process exits
 With ``autostart`` true (the default) the node configures and activates itself at start.
 
-Topics (all ``~/`` = ``<namespace>/segmentation_node/``; every output carries the input header):
-  in   <image_topic> sensor_msgs/Image (transport raw) or <image_topic>/compressed
-       sensor_msgs/CompressedImage (transport compressed); <camera_info_topic> CameraInfo
+Topics (``~/`` = ``<namespace>/segmentation_node/``; every output carries the input header):
+  in   ``image`` sensor_msgs/Image (transport raw) or ``<image>/compressed`` CompressedImage
+       (transport compressed), ``camera_info`` CameraInfo: relative names, remapped by launch
+       (``image:=/camera/image_raw``), as image_proc does; a CameraInfo is used for the frame
+       with the same stamp, else the last valid one
   out  ~/mask (mono8 class ids, input size), ~/confidence (mono8|32FC1), ~/overlay (bgr8, only
-       drawn while subscribed), ~/instruments (PoseArray, see ``messages`` for the convention),
-       ~/markers (MarkerArray), ~/detections (Detection2DArray), ~/label_info (LabelInfo,
-       transient local), /diagnostics.
+       drawn while subscribed), ~/detections (Detection2DArray, pixels), ~/instrument_rays
+       (PoseArray, unit rays; only with a valid CameraInfo), ~/markers (MarkerArray),
+       ~/label_info (LabelInfo, transient local), /diagnostics.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import replace
 from typing import Any
 
@@ -43,13 +46,17 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleState, Node, TransitionCallbackReturn
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from cct_surgical_seg.ros import conversions, messages, parameters, qos
 from cct_surgical_seg.ros.conversions import ConversionError
+from cct_surgical_seg.ros.messages import CameraInfoError, CameraModel
 
 NODE_NAME = "segmentation_node"
+IMAGE_TOPIC = "image"  # relative: remap with image:=/camera/image_raw
+CAMERA_INFO_TOPIC = "camera_info"
 
 
 class LatestFrame:
@@ -93,6 +100,8 @@ class FrameStats:
         self.dropped = 0
         self.errors = 0
         self.bad_input: Counter[str] = Counter({k: 0 for k in conversions.BAD_INPUT_KINDS})
+        self.camera_infos = 0
+        self.bad_camera_info: Counter[str] = Counter({k: 0 for k in messages.BAD_CAMERA_INFO_KINDS})
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._done_times: deque[float] = deque(maxlen=window)
 
@@ -115,6 +124,12 @@ class FrameStats:
         with self._lock:
             self.errors += 1
 
+    def camera_info(self, refused_kind: str | None) -> None:
+        with self._lock:
+            self.camera_infos += 1
+            if refused_kind is not None:
+                self.bad_camera_info[refused_kind] += 1
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             lat = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
@@ -131,12 +146,45 @@ class FrameStats:
                 "processing_errors": self.errors,
                 "bad_input_total": sum(self.bad_input.values()),
                 **{f"bad_input_{k}": v for k, v in sorted(self.bad_input.items())},
+                "camera_info_received": self.camera_infos,
+                "bad_camera_info_total": sum(self.bad_camera_info.values()),
+                **{f"bad_camera_info_{k}": v for k, v in sorted(self.bad_camera_info.items())},
                 "rate_hz": float(rate),
                 "latency_ms_median": float(np.median(lat)),
                 "latency_ms_p95": float(np.percentile(lat, 95)),
                 "latency_ms_max": float(lat.max()),
             }
         return values
+
+
+class CameraByStamp:
+    """Valid cameras by header stamp (the newest ``keep``) and the last valid one.
+
+    Written by the camera-info callback (executor thread), read by the worker: a frame uses the
+    CameraInfo with its own stamp when one arrived, else the last valid one.
+    """
+
+    def __init__(self, keep: int = 32) -> None:
+        self._lock = threading.Lock()
+        self._by_stamp: OrderedDict[tuple[int, int], CameraModel] = OrderedDict()
+        self._keep = keep
+        self.last: CameraModel | None = None
+
+    def add(self, stamp: Any, camera: CameraModel) -> None:
+        with self._lock:
+            self._by_stamp[(int(stamp.sec), int(stamp.nanosec))] = camera
+            while len(self._by_stamp) > self._keep:
+                self._by_stamp.popitem(last=False)
+            self.last = camera
+
+    def for_stamp(self, stamp: Any) -> CameraModel | None:
+        with self._lock:
+            return self._by_stamp.get((int(stamp.sec), int(stamp.nanosec)), self.last)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_stamp.clear()
+            self.last = None
 
 
 class SegmentationNode(Node):
@@ -159,8 +207,10 @@ class SegmentationNode(Node):
         self._backend_name = ""
         self._model_path = ""
         self._class_names: tuple[str, ...] = ()
-        self._camera: messages.CameraModel | None = None
+        self._cameras = CameraByStamp()
+        self._label_frame_id: str | None = None  # frame_id of the images seen (LabelInfo's)
         self._last_error = ""
+        self.finished = Future()  # done once the lifecycle shutdown transition ran: main returns
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
 
@@ -184,7 +234,7 @@ class SegmentationNode(Node):
             "mask": self.create_lifecycle_publisher(Image, "~/mask", out),
             "confidence": self.create_lifecycle_publisher(Image, "~/confidence", out),
             "overlay": self.create_lifecycle_publisher(Image, "~/overlay", out),
-            "instruments": self.create_lifecycle_publisher(PoseArray, "~/instruments", out),
+            "instrument_rays": self.create_lifecycle_publisher(PoseArray, "~/instrument_rays", out),
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", out),
         }
         if messages.HAVE_VISION_MSGS:
@@ -204,25 +254,24 @@ class SegmentationNode(Node):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self._settings
         ret = super().on_activate(state)  # enables the lifecycle publishers
-        if "label_info" in self._pubs:
+        if "label_info" in self._pubs and self._label_frame_id is not None:
             self._publish_label_info()
         in_qos = qos.input_qos(s.qos_reliability, s.qos_depth)
-        if s.transport == "compressed":
-            topic = s.image_topic.rstrip("/") + "/compressed"
-            self._subs.append(self.create_subscription(CompressedImage, topic, self._on_image, in_qos))
+        if s.transport == "compressed":  # image_transport's name: the remapped base + /compressed
+            topic = self.resolve_topic_name(IMAGE_TOPIC) + "/compressed"
+            image_sub = self.create_subscription(CompressedImage, topic, self._on_image, in_qos)
         else:
-            topic = s.image_topic
-            self._subs.append(self.create_subscription(Image, topic, self._on_image, in_qos))
-        if s.camera_info_topic:
-            self._subs.append(
-                self.create_subscription(CameraInfo, s.camera_info_topic, self._on_camera_info, in_qos)
-            )
+            image_sub = self.create_subscription(Image, IMAGE_TOPIC, self._on_image, in_qos)
+        info_qos = qos.camera_info_qos(s.qos_reliability)
+        info_sub = self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, info_qos)
+        self._subs += [image_sub, info_sub]
         self._mailbox = LatestFrame()
         self._worker = threading.Thread(target=self._work, name="segmentation-worker", daemon=True)
         self._worker.start()
         self._active = True
         self.get_logger().info(
-            f"active: {s.transport} images on '{topic}' ({s.qos_reliability}, depth {s.qos_depth})"
+            f"active: {s.transport} images on '{image_sub.topic_name}', camera info on "
+            f"'{info_sub.topic_name}' ({s.qos_reliability}, depth {s.qos_depth})"
         )
         return ret
 
@@ -237,7 +286,9 @@ class SegmentationNode(Node):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_processing()
         self._release()
-        return super().on_shutdown(state)
+        ret = super().on_shutdown(state)
+        self.finished.set_result(True)  # a finalized node has nothing left to do: main returns
+        return ret
 
     def _stop_processing(self) -> None:
         self._active = False
@@ -254,7 +305,7 @@ class SegmentationNode(Node):
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self._pipeline = None
-        self._camera = None
+        self._cameras.clear()
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -264,7 +315,12 @@ class SegmentationNode(Node):
         pipeline = self._pipeline
         if pipeline is not None and pipeline.pose_params.min_area_px != s.min_instrument_area:
             pipeline.pose_params = replace(pipeline.pose_params, min_area_px=s.min_instrument_area)
-        if self._active and any(p.name == "score_threshold" for p in params) and "label_info" in self._pubs:
+        if (
+            self._active
+            and any(p.name == "score_threshold" for p in params)
+            and "label_info" in self._pubs
+            and self._label_frame_id is not None
+        ):
             self._publish_label_info()
 
     # --- callbacks (executor thread: must return at once) -----------------------------------
@@ -273,7 +329,17 @@ class SegmentationNode(Node):
         self._stats.frame_received(dropped_one=self._mailbox.put((msg, time.perf_counter())))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera = messages.CameraModel.from_camera_info(msg)
+        """Validate on arrival: a refused CameraInfo is counted and the last valid one stays."""
+        try:
+            camera = CameraModel.from_camera_info(msg)
+        except CameraInfoError as err:
+            self._stats.camera_info(refused_kind=err.kind)
+            self.get_logger().warning(
+                f"camera info refused ({err.kind}): {err.reason}", throttle_duration_sec=5.0
+            )
+            return
+        self._stats.camera_info(refused_kind=None)
+        self._cameras.add(msg.header.stamp, camera)
 
     def _work(self) -> None:
         mailbox = self._mailbox  # this worker's own; a reactivation makes a new one
@@ -293,7 +359,7 @@ class SegmentationNode(Node):
 
     def process_frame(self, msg: Image | CompressedImage, received_at: float) -> None:
         """message -> RGB array -> pipeline -> messages, all stamped with the input header."""
-        s, pubs, pipeline, camera = self._settings, self._pubs, self._pipeline, self._camera
+        s, pubs, pipeline = self._settings, self._pubs, self._pipeline
         if pipeline is None:
             return
         try:
@@ -308,11 +374,16 @@ class SegmentationNode(Node):
         result = pipeline(rgb)
         instruments = [inst for inst in result.instruments if inst.score >= s.score_threshold]
         header = msg.header
+        camera = self._cameras.for_stamp(header.stamp)
+        if "label_info" in pubs and header.frame_id != self._label_frame_id:
+            self._label_frame_id = header.frame_id
+            self._publish_label_info()
         pubs["mask"].publish(messages.mask_to_image(result.mask, header))
         pubs["confidence"].publish(
             messages.confidence_to_image(result.confidence, header, s.confidence_encoding)
         )
-        pubs["instruments"].publish(messages.instruments_to_pose_array(instruments, header, camera))
+        if camera is not None:
+            pubs["instrument_rays"].publish(messages.instruments_to_rays(instruments, header, camera))
         pubs["markers"].publish(
             messages.instruments_to_markers(
                 instruments, header, camera, s.marker_pixel_size, s.marker_ray_length
@@ -332,6 +403,7 @@ class SegmentationNode(Node):
     def _publish_label_info(self) -> None:
         header = Image().header
         header.stamp = self.get_clock().now().to_msg()
+        header.frame_id = self._label_frame_id or ""
         self._pubs["label_info"].publish(
             messages.label_info(self._class_names, self._settings.score_threshold, header)
         )
@@ -344,15 +416,15 @@ class SegmentationNode(Node):
                 "state": state,
                 "backend": self._backend_name or "-",
                 "model": self._model_path or "-",
-                "pose_units": "ray" if self._camera is not None else "pixel",
+                "camera_info": "valid" if self._cameras.last is not None else "none",
             }
         )
         if self._last_error:
             level, message = DiagnosticStatus.ERROR, self._last_error
         elif not self._active:
             level, message = DiagnosticStatus.WARN, f"not processing ({state})"
-        elif values["bad_input_total"] or values["processing_errors"]:
-            level, message = DiagnosticStatus.WARN, "processing; some frames were refused"
+        elif values["bad_input_total"] or values["processing_errors"] or values["bad_camera_info_total"]:
+            level, message = DiagnosticStatus.WARN, "processing; some frames or camera infos were refused"
         else:
             level, message = DiagnosticStatus.OK, "processing"
         self._diag_pub.publish(
@@ -391,7 +463,11 @@ def _draw_overlay(
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run cct_surgical_seg segmentation_node`` and ``python -m``."""
+    """Entry point of ``ros2 run cct_surgical_seg segmentation_node`` and ``python -m``.
+
+    Returns 0 when SIGINT/SIGTERM (rclpy's handlers shut the context down) or the lifecycle
+    ``shutdown`` transition ends the node, as ROS nodes do.
+    """
     rclpy.init(args=args if args is not None else sys.argv)
     node = SegmentationNode()
     executor = SingleThreadedExecutor()
@@ -402,7 +478,7 @@ def main(args: list[str] | None = None) -> int:
             and node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         ):
             node.trigger_activate()
-        executor.spin()
+        executor.spin_until_future_complete(node.finished)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

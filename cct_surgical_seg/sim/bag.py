@@ -1,8 +1,9 @@
 """``cct-bag``: segment the images of a ROS 2 bag offline and write the results into a new bag.
 
-Reads an mcap or sqlite3 bag with rosbags (no ROS installation needed), runs every image
-(``sensor_msgs/Image`` or ``CompressedImage``; the topic is auto-detected or given with
-``--topic``) through the same :class:`SegmentationPipeline` the ROS node uses, and writes
+Reads an mcap or sqlite3 bag (a folder with ``metadata.yaml``, or a single ``.mcap`` file) with
+rosbags (no ROS installation needed), runs every image (``sensor_msgs/Image`` or
+``CompressedImage``; the bag's only camera topic, or the one given with ``--topic`` when there
+are several) through the same :class:`SegmentationPipeline` the ROS node uses, and writes
 ``<prefix>/mask`` (mono8 class ids), ``<prefix>/instruments`` (PoseArray, tips in pixels) and
 ``<prefix>/markers`` (MarkerArray) stamped with the input's header stamp and log time, plus a
 copy of the input topics unless ``--no-copy``. When the bag carries ground truth (as written by
@@ -20,6 +21,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +47,18 @@ class BagError(RuntimeError):
     """A bag that cannot be used, with the reason in words (the CLI prints it, exit code 2)."""
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM arrived: unwinds like KeyboardInterrupt, so the partial output is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 @contextlib.contextmanager
 def atomic_bag_writer(
     out: str | os.PathLike[str], storage: str = "mcap", *, overwrite: bool = False, keep_partial: bool = False
@@ -57,26 +71,27 @@ def atomic_bag_writer(
         raise FileExistsError(f"output {out} exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp_bag = tmp_root / out.name
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    writer = Writer(tmp_bag, version=9, storage_plugin=plugin)
-    writer.open()
-    try:
-        yield writer
-    except BaseException:
-        with contextlib.suppress(Exception):
-            writer.close()
-        if keep_partial and tmp_bag.exists():
-            partial = out.with_name(out.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            os.replace(tmp_bag, partial)
+    try:  # whatever happens (an error, a signal at any point), the temporary folder goes
+        tmp_bag = tmp_root / out.name
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        writer = Writer(tmp_bag, version=9, storage_plugin=plugin)
+        writer.open()
+        try:
+            yield writer
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.close()
+            if keep_partial and tmp_bag.exists():
+                partial = out.with_name(out.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                os.replace(tmp_bag, partial)
+            raise
+        writer.close()
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp_bag, out)
+    finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-        raise
-    writer.close()
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(tmp_bag, out)
-    shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 @dataclass
@@ -93,21 +108,35 @@ class BagReport:
 
 
 def open_reader(path: str | os.PathLike[str]) -> AnyReader:
-    """An opened AnyReader, or BagError saying why the bag cannot be read."""
+    """An opened AnyReader, or BagError saying why the bag cannot be read.
+
+    A bag is a folder with ``metadata.yaml`` (mcap or sqlite3) or a single ``.mcap`` file.
+    """
     path = Path(path)
     if not path.exists():
         raise BagError(f"input bag {path} does not exist")
-    reader = AnyReader([path])
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(_not_a_bag_folder(path))
     try:
+        reader = AnyReader([path])
         reader.open()
     except (AnyReaderError, ReaderError, OSError, ValueError, KeyError) as exc:
         raise BagError(f"cannot read bag {path}: {exc} (truncated, corrupt or not a ROS 2 bag?)") from exc
     return reader
 
 
+def _not_a_bag_folder(path: Path) -> str:
+    """Why a folder without metadata.yaml is not a bag, with the way out when there is one."""
+    reason = f"{path} is not a ROS 2 bag: the folder has no metadata.yaml"
+    mcaps = sorted(path.glob("*.mcap"))
+    if len(mcaps) == 1:
+        return f"{reason}; to read its only mcap file pass it directly: cct-bag {mcaps[0]} OUTPUT"
+    return reason + (" and is empty" if not any(path.iterdir()) else "")
+
+
 def pick_image_topic(reader: AnyReader, topic: str | None) -> Any:
-    """The image connection: the named topic (which must be an image type), or the only /
-    first image topic of the bag, preferring ones that are not ground truth."""
+    """The image connection: the named topic (which must be an image type), or the bag's only
+    camera topic (image topics other than ground truth); with several, BagError lists them."""
     by_topic = {c.topic: c for c in reader.connections}
     if topic is not None:
         conn = by_topic.get(topic)
@@ -128,7 +157,11 @@ def pick_image_topic(reader: AnyReader, topic: str | None) -> Any:
         raise BagError(
             f"no sensor_msgs/Image or CompressedImage topic found (topics: {listing}); pass --topic"
         )
-    images.sort(key=lambda c: (-c.msgcount, c.topic))
+    topics = sorted({c.topic for c in images})
+    if len(topics) > 1:
+        raise BagError(
+            f"the bag has {len(topics)} camera topics ({', '.join(topics)}); pick one with --topic"
+        )
     return images[0]
 
 
@@ -200,8 +233,10 @@ def segment_bag(
                 def connection(name: str, msgtype: str, src: Any | None = None) -> Any:
                     if name not in out_conns:
                         kwargs: dict[str, Any] = {"typestore": bm.typestore()}
-                        if src is not None:  # copy the original definition: types we do not know
+                        if src is not None and src.digest:  # copy the original definition
                             kwargs = {"msgdef": src.msgdef.data, "rihs01": src.digest}
+                        elif src is not None:  # a lone .mcap has no type hashes: the reader's types
+                            kwargs = {"typestore": reader.typestore}
                         out_conns[name] = writer.add_connection(name, msgtype, **kwargs)
                     return out_conns[name]
 
@@ -316,7 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad bag/model/arguments, 128 + signal number (130 SIGINT, 143
+    SIGTERM) when interrupted; nothing is left at the output path unless it completed."""
     args = build_parser().parse_args(argv)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    except Interrupted as exc:
+        print(f"cct-bag: interrupted by {exc}; no output written to {args.output}", file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     model = args.model or demo_model()
     try:
         reader = open_reader(args.input)  # fail on a bad bag before loading a model

@@ -87,6 +87,7 @@ class Listener:
         from geometry_msgs.msg import PoseArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
+        from vision_msgs.msg import Detection2DArray
 
         from cct_surgical_seg.ros.conversions import image_to_rgb
 
@@ -102,7 +103,7 @@ class Listener:
         sub(PoseArray, DEFAULT_GT_TIPS_TOPIC, self._on_gt_tips, reliable)
         sub(CameraInfo, DEFAULT_CAMERA_INFO_TOPIC, self._on_info, reliable)
         sub(Image, f"{node_prefix}/mask", self._on_mask, reliable)
-        sub(PoseArray, f"{node_prefix}/instruments", self._on_tips, reliable)
+        sub(Detection2DArray, f"{node_prefix}/detections", self._on_detections, reliable)
 
     @staticmethod
     def _stamp(msg) -> int:
@@ -131,9 +132,11 @@ class Listener:
             self.data.masks[stamp] = self._to_rgb(msg)[:, :, 0].copy()
             self.data.latency_ms[stamp] = (now - stamp) / 1e6
 
-    def _on_tips(self, msg) -> None:
+    def _on_detections(self, msg) -> None:
+        """Tips in pixels: the pose of each detection's hypothesis (``messages`` convention)."""
+        tips = [det.results[0].pose.pose.position for det in msg.detections if det.results]
         with self.data.lock:
-            self.data.tips[self._stamp(msg)] = [(p.position.x, p.position.y, p.position.z) for p in msg.poses]
+            self.data.tips[self._stamp(msg)] = [(p.x, p.y, p.z) for p in tips]
 
     def spin_until(self, done, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -240,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         f"model_path:={model}",
         "-p",
         f"backend:={args.backend}",
-        "-p",
-        f"image_topic:={DEFAULT_IMAGE_TOPIC}",
-        "-p",
-        f"camera_info_topic:={DEFAULT_CAMERA_INFO_TOPIC}",
+        "-r",
+        f"image:={DEFAULT_IMAGE_TOPIC}",
+        "-r",
+        f"camera_info:={DEFAULT_CAMERA_INFO_TOPIC}",
         "-p",
         "qos_reliability:=reliable",
         "-p",
@@ -289,9 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         # Start the stream only once the node is active (subscribed to images) and our listener
         # is matched to its mask publisher, so no frame is sent into a half-built graph.
         listener.spin_until(
-            lambda: node.poll() is not None
-            or (listener.node.count_subscribers(DEFAULT_IMAGE_TOPIC) >= 2
-                and listener.node.count_publishers(f"/{NODE_NAME}/mask") >= 1),
+            lambda: (
+                node.poll() is not None
+                or (
+                    listener.node.count_subscribers(DEFAULT_IMAGE_TOPIC) >= 2
+                    and listener.node.count_publishers(f"/{NODE_NAME}/mask") >= 1
+                )
+            ),
             args.startup_timeout,
         )
         sim = subprocess.Popen(sim_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

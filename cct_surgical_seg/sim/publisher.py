@@ -10,6 +10,9 @@ Three outputs of one stream:
   rosbags - no ROS graph, no rclpy, as fast as the frames render;
 * ``--dataset DIR``: image/mask files for ``cct-train`` (see :mod:`cct_surgical_seg.sim.dataset`).
 
+Exit codes: 0 done, or a live run ended by SIGINT/SIGTERM (as ROS nodes do); 1 no frame was
+published; 2 bad arguments or an existing output.
+
 Why one message builder for both graph and bag: :class:`SimStream` builds rosbags messages and
 CDR-serialises them; rclpy publishers accept serialised CDR bytes, so the live graph and the
 bag carry byte-identical messages, and rclpy is imported only on the live path.
@@ -140,6 +143,12 @@ def write_bag(
     return written
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    sent: int  # frames published
+    interrupted: bool  # SIGINT/SIGTERM (rclpy's handlers shut the context down) ended it
+
+
 def run_live(
     stream: SimStream,
     frames: int | None,
@@ -148,19 +157,23 @@ def run_live(
     wait_for_subscribers: float,
     min_subscribers: int = 1,
     node_name: str = "cct_sim",
-) -> int:
-    """Publish on the ROS graph; returns the number of frames sent.
+) -> LiveRun:
+    """Publish on the ROS graph until ``frames`` were sent or a signal arrives.
 
     ``start_ns`` None stamps with wall time; otherwise frames are stamped start_ns + i/fps
-    (simulated time, announced on /clock when the stream has ``clock``).
+    (simulated time, announced on /clock when the stream has ``clock``). Nothing spins once
+    the context is shut down (a signal), so a signal ends the run cleanly.
     """
     import importlib
 
     import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 
     rclpy.init()
     node = rclpy.create_node(node_name)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     qos = QoSProfile(
         history=QoSHistoryPolicy.KEEP_LAST,
         depth=5,
@@ -172,48 +185,49 @@ def run_live(
         pkg, _, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
+    def spin_for(seconds: float, until=lambda: False) -> None:
+        end = time.monotonic() + seconds
+        while rclpy.ok() and time.monotonic() < end and not until():
+            executor.spin_once(timeout_sec=0.05)
+
     pubs = {
         topic: node.create_publisher(msg_class(msgtype), topic, qos)
         for topic, msgtype in stream.connections()
     }
+    image_pub = pubs[stream.image_topic]
     sent = 0
     try:
-        deadline = time.monotonic() + wait_for_subscribers
-        while wait_for_subscribers > 0 and time.monotonic() < deadline:
-            if pubs[stream.image_topic].get_subscription_count() >= min_subscribers:
-                break
-            rclpy.spin_once(node, timeout_sec=0.05)
+        spin_for(wait_for_subscribers, until=lambda: image_pub.get_subscription_count() >= min_subscribers)
         period = 1.0 / rate
         period_ns = round(1e9 / stream.scene.config.fps)
         next_tick = time.monotonic()
-        index = 0
-        while rclpy.ok() and (frames is None or index < frames):
-            frame = stream.scene.render(index)
-            if start_ns is not None:
-                stamp = start_ns + index * period_ns
-            else:
-                stamp = node.get_clock().now().nanoseconds
+        while rclpy.ok() and (frames is None or sent < frames):
+            frame = stream.scene.render(sent)
+            stamp = (
+                start_ns + sent * period_ns if start_ns is not None else node.get_clock().now().nanoseconds
+            )
             for msg in stream.messages(frame, stamp):
                 pubs[msg.topic].publish(msg.data)
             sent += 1
-            index += 1
             next_tick += period
             delay = next_tick - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             else:
                 next_tick = time.monotonic()  # fell behind: do not burst to catch up
-        # Let reliable subscribers drain the last messages before the participant goes away.
-        end = time.monotonic() + 0.5
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    except KeyboardInterrupt:
+        spin_for(0.5)  # reliable subscribers drain the last messages before the participant goes
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    finally:
-        node.destroy_node()
+    except Exception:  # rclpy's RCLError from a publish racing the signal's context shutdown
         if rclpy.ok():
-            rclpy.try_shutdown()
-    return sent
+            raise
+    finally:
+        # the loop ends early only when a signal shut the context down (or interrupted a call)
+        interrupted = frames is None or sent < frames
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return LiveRun(sent, interrupted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,19 +331,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"cct-sim: wrote {frames} frames ({n} messages) to {args.bag}")
         return 0
-    try:
-        sent = run_live(
-            stream,
-            _frame_count(args, default=None),
-            args.rate or args.fps,
-            start_ns if args.clock else None,
-            args.wait_for_subscribers,
-            args.min_subscribers,
-        )
-    except KeyboardInterrupt:  # a second Ctrl-C (terminal + launch) while shutting down
-        return 130
-    print(f"cct-sim: published {sent} frames", file=sys.stderr)
-    return 0 if sent else 1
+    live = run_live(
+        stream,
+        _frame_count(args, default=None),
+        args.rate or args.fps,
+        start_ns if args.clock else None,
+        args.wait_for_subscribers,
+        args.min_subscribers,
+    )
+    print(
+        f"cct-sim: published {live.sent} frames" + (" (interrupted)" if live.interrupted else ""),
+        file=sys.stderr,
+    )
+    return 0 if live.sent or live.interrupted else 1
 
 
 def _main_dataset(args: argparse.Namespace) -> int:

@@ -172,30 +172,65 @@ def _camera_info(fx=500.0, fy=500.0, cx=320.0, cy=256.0) -> CameraInfo:
     return info
 
 
-def test_pose_in_pixels_without_camera_info() -> None:
+@pytest.mark.skipif(not messages.HAVE_VISION_MSGS, reason="vision_msgs not installed")
+def test_tips_in_pixels_are_detections() -> None:
     inst = _Inst(tip=(100.0, 50.0), entry=(0.0, 50.0), axis=(0.0, 1.0))
-    poses = messages.instruments_to_pose_array([inst], Header(frame_id="cam"))
-    p = poses.poses[0]
+    dets = messages.instruments_to_detections([inst], Header(frame_id="cam"), ("background", "shaft"))
+    p = dets.detections[0].results[0].pose.pose
     assert (p.position.x, p.position.y, p.position.z) == (100.0, 50.0, 0.0)
     # axis straight down the image = +90 degrees about +z
     assert math.isclose(2 * math.atan2(p.orientation.z, p.orientation.w), math.pi / 2)
-    assert poses.header.frame_id == "cam"
+    assert dets.header.frame_id == "cam"
 
 
-def test_pose_as_unit_ray_with_camera_info() -> None:
+def test_tips_as_unit_rays_with_camera_info() -> None:
     camera = messages.CameraModel.from_camera_info(_camera_info())
     centre = _Inst(tip=(320.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
     right = _Inst(tip=(820.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
-    poses = messages.instruments_to_pose_array([centre, right], Header(), camera)
+    poses = messages.instruments_to_rays([centre, right], Header(frame_id="cam"), camera)
     a, b = poses.poses[0].position, poses.poses[1].position
     assert (a.x, a.y, a.z) == pytest.approx((0.0, 0.0, 1.0))
     s = 1 / math.sqrt(2)  # one focal length to the right = 45 degrees
     assert (b.x, b.y, b.z) == pytest.approx((s, 0.0, s))
     assert poses.poses[0].orientation.w == pytest.approx(1.0)
+    assert poses.header.frame_id == "cam"
 
 
-def test_uncalibrated_camera_info_is_ignored() -> None:
-    assert messages.CameraModel.from_camera_info(CameraInfo()) is None
+def _with(info: CameraInfo, **changes) -> CameraInfo:
+    for name, value in changes.items():
+        setattr(info, name, value)
+    return info
+
+
+@pytest.mark.parametrize(
+    "info,kind",
+    [
+        (CameraInfo(), "uncalibrated"),
+        (_with(_camera_info(), d=[0.1, 0.01, 0.0]), "distortion"),  # plumb_bob takes 5
+        (_with(_camera_info(), distortion_model="rational_polynomial"), "distortion"),  # takes 8
+        (_with(_camera_info(), distortion_model="kannala"), "distortion"),
+        (_with(_camera_info(), distortion_model="", d=[0.1, 0.0, 0.0, 0.0, 0.0]), "distortion"),
+        (_camera_info(cx=float("nan")), "non_finite"),
+        (_camera_info(fx=float("inf")), "non_finite"),
+        (_with(_camera_info(), p=[float("nan")] * 12), "non_finite"),
+        (_camera_info(fx=0.0), "focal"),
+        (_camera_info(fy=-500.0), "focal"),
+    ],
+)
+def test_bad_camera_info_is_refused_with_a_kind(info: CameraInfo, kind: str) -> None:
+    with pytest.raises(messages.CameraInfoError) as err:
+        messages.CameraModel.from_camera_info(info)
+    assert err.value.kind == kind and err.value.kind in messages.BAD_CAMERA_INFO_KINDS
+    assert "\n" not in err.value.reason
+
+
+def test_valid_distortion_models_give_unit_rays() -> None:
+    for model, d in [("plumb_bob", [-0.2, 0.05, 0.001, 0.0, 0.0]), ("rational_polynomial", [0.01] * 8),
+                     ("equidistant", [0.01, 0.0, 0.0, 0.0]), ("", [])]:  # fmt: skip
+        camera = messages.CameraModel.from_camera_info(_with(_camera_info(), distortion_model=model, d=d))
+        rays = camera.rays(np.array([[10.0, 20.0], [320.0, 256.0]]))
+        np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1.0)
+        assert rays[1] == pytest.approx([0.0, 0.0, 1.0], abs=1e-6), model
 
 
 def test_markers_start_with_deleteall_and_pair_arrow_sphere() -> None:
@@ -220,6 +255,7 @@ def test_detections_and_label_info() -> None:
     assert d.id == "7" and d.results[0].hypothesis.class_id == "jaw"
     assert d.results[0].hypothesis.score == pytest.approx(0.8)
     assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x) == (25.0, 40.0, 30.0)
-    info = messages.label_info(("background", "shaft"), 0.5, Header())
+    info = messages.label_info(("background", "shaft"), 0.5, Header(frame_id="cam"))
+    assert info.header.frame_id == "cam"
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "background"), (1, "shaft")]
     assert info.threshold == pytest.approx(0.5)

@@ -52,15 +52,23 @@ def test_launch_arguments_cover_the_contract_and_map_to_real_parameters() -> Non
         "params_file",
         "model",
         "backend",
+        "transport",
         "image_topic",
+        "camera_info_topic",
         "namespace",
         "use_sim_time",
         "autostart",
         "log_level",
+        "respawn",
+        "respawn_delay",
     } <= args
     launch = _constants(LAUNCH)
     assert set(launch["OVERRIDES"]) <= args
     assert set(launch["OVERRIDES"].values()) <= set(_spec_names())
+    assert set(launch["REMAPS"]) <= args
+    node_source = (ROOT / "cct_surgical_seg" / "ros" / "segmentation_node.py").read_text()
+    for topic in launch["REMAPS"].values():  # the node's relative input names, remapped by launch
+        assert f'= "{topic}"' in node_source, topic
 
 
 def test_yaml_targets_the_node_and_sets_exactly_the_declared_parameters() -> None:

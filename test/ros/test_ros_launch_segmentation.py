@@ -1,6 +1,7 @@
 """launch_testing: ``launch/segmentation.launch.py`` (the installed one) starts the node with its
-config, every launch argument takes effect, the node reaches ``active``, a frame yields a mask,
-and shutdown leaves no process behind.
+config, every launch argument takes effect (``transport:=compressed`` and the ``image_topic``
+remapping included), the node reaches ``active``, a frame yields a mask, the node's output holds
+no ANSI colour codes, and shutdown leaves no process behind.
 
 Collected by launch_testing's pytest plugin (``generate_test_description``).
 """
@@ -34,7 +35,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from lifecycle_client import call_service, wait_until_active
 from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cct_surgical_seg.ros import conversions, qos
@@ -89,6 +90,7 @@ def generate_test_description():
             "model": MODEL,
             "backend": "onnxruntime",
             "image_topic": IMAGE_TOPIC,
+            "transport": "compressed",
             "namespace": NAMESPACE,
             "use_sim_time": "true",
             "log_level": "info",
@@ -132,7 +134,7 @@ class TestSegmentationLaunch(unittest.TestCase):
         names = [
             "model_path",
             "backend",
-            "image_topic",
+            "transport",
             "score_threshold",
             "use_sim_time",
             "max_image_pixels",
@@ -144,7 +146,7 @@ class TestSegmentationLaunch(unittest.TestCase):
         got = dict(zip(names, values, strict=True))
         self.assertEqual(got["model_path"].string_value, MODEL)
         self.assertEqual(got["backend"].string_value, "onnxruntime")
-        self.assertEqual(got["image_topic"].string_value, IMAGE_TOPIC)
+        self.assertEqual(got["transport"].string_value, "compressed")
         self.assertAlmostEqual(got["score_threshold"].double_value, 0.25)  # from params_file
         self.assertTrue(got["use_sim_time"].bool_value)
         self.assertEqual(got["max_image_pixels"].integer_value, SHIPPED["max_image_pixels"])
@@ -154,14 +156,14 @@ class TestSegmentationLaunch(unittest.TestCase):
         self._wait_active()
         masks: list[Image] = []
         self.node.create_subscription(Image, f"{NODE}/mask", masks.append, qos.output_qos(10))
-        pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos.output_qos(10))
+        pub = self.node.create_publisher(CompressedImage, IMAGE_TOPIC + "/compressed", qos.output_qos(10))
         frame = np.zeros((64, 80, 3), np.uint8)
         frame[20:30, :50] = 255
         header = Header(frame_id="launch_cam")
         header.stamp.sec, header.stamp.nanosec = 42, 7
         end = time.monotonic() + 30
         while time.monotonic() < end and not masks:
-            pub.publish(conversions.array_to_image(frame, header, "bgr8"))
+            pub.publish(conversions.rgb_to_compressed(frame, header, "png"))
             self.executor.spin_once(timeout_sec=0.3)
         self.assertTrue(masks, "no mask received")
         self.assertEqual((masks[0].width, masks[0].height, masks[0].encoding), (80, 64, "mono8"))
@@ -175,6 +177,13 @@ class TestShutdown(unittest.TestCase):
         if MODEL is None:
             self.skipTest("nothing was launched (no model)")
         launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, 130])
+
+    def test_output_has_no_ansi_colour_codes(self, proc_output) -> None:
+        if MODEL is None:
+            self.skipTest("nothing was launched (no model)")
+        text = b"".join(io.text for io in proc_output)
+        self.assertIn(b"active: compressed images on", text)
+        self.assertNotIn(b"\x1b[", text, "colour escape codes in the node's launch output")
 
     def test_no_process_left_behind(self) -> None:
         end = time.monotonic() + 10

@@ -33,8 +33,9 @@ from ros_graph_utils import (
     stop_process,
     wait_for,
 )
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from cct_surgical_seg.ros import conversions, qos
 
@@ -42,6 +43,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NODE = "/cct_graph/segmentation_node"
 IMAGE_TOPIC = "/cct_graph/camera/image"
+INFO_TOPIC = "/cct_graph/camera/camera_info"
 H, W = 96, 128
 MAX_PIXELS = 400 * 400
 _stamp_counter = [1000]
@@ -87,12 +89,13 @@ def node(model_file: Path, ros_env: dict[str, str], tmp_path_factory):
     params.write_text(
         "/**/segmentation_node:\n  ros__parameters:\n"
         f"    model_path: '{model_file}'\n    backend: onnxruntime\n    inference_threads: 1\n"
-        f"    image_topic: {IMAGE_TOPIC}\n    camera_info_topic: ''\n    qos_reliability: reliable\n"
+        "    qos_reliability: reliable\n"
         f"    qos_depth: 1\n    min_instrument_area: 50\n    score_threshold: 0.3\n"
         f"    max_image_pixels: {MAX_PIXELS}\n    diagnostics_period: 0.2\n"
     )
     log = tmp / "node.log"
-    proc = start_process(node_command(["-r", "__ns:=/cct_graph", "--params-file", str(params)]), ros_env, log)
+    remaps = ["-r", "__ns:=/cct_graph", "-r", f"image:={IMAGE_TOPIC}", "-r", f"camera_info:={INFO_TOPIC}"]
+    proc = start_process(node_command([*remaps, "--params-file", str(params)]), ros_env, log)
     yield proc, log
     stop_process(proc)
     assert proc.returncode is not None
@@ -104,10 +107,13 @@ def probe(node):
     reliable = qos.output_qos(10)
     p.collect("mask", Image, f"{NODE}/mask", reliable)
     p.collect("confidence", Image, f"{NODE}/confidence", reliable)
-    p.collect("poses", PoseArray, f"{NODE}/instruments", reliable)
+    p.collect("detections", Detection2DArray, f"{NODE}/detections", reliable)
+    p.collect("rays", PoseArray, f"{NODE}/instrument_rays", reliable)
+    p.collect("label_info", LabelInfo, f"{NODE}/label_info", qos.latched_qos())
     p.collect("diag", DiagnosticArray, "/diagnostics", 50)
     p.raw_pub = p.node.create_publisher(Image, IMAGE_TOPIC, qos.output_qos(10))
     p.jpeg_pub = p.node.create_publisher(CompressedImage, IMAGE_TOPIC + "/compressed", qos.output_qos(10))
+    p.info_pub = p.node.create_publisher(CameraInfo, INFO_TOPIC, qos.output_qos(10))
     proc, log = node
     try:
         wait_for(lambda: _state(p) == "active" or proc.poll() is not None, 60, "node to become active")
@@ -239,18 +245,80 @@ def test_overlay_is_drawn_once_someone_subscribes(probe, reference) -> None:
     assert overlay.header.frame_id == "endoscope_optical"
 
 
-def test_pose_of_a_known_instrument(probe, reference) -> None:
+def test_tip_of_a_known_instrument_in_pixels_and_no_rays_without_camera_info(probe, reference) -> None:
     _, colour = reference
-    _, poses = _send_until_output(probe, _bgr_msg(_bar_frame(colour)), key="poses")
-    assert poses.header.frame_id == "endoscope_optical"
-    assert len(poses.poses) == 1
-    pose = poses.poses[0]
-    # The bar enters at the left edge, so the tip is its right end, in pixels (no camera info).
+    header, dets = _send_until_output(probe, _bgr_msg(_bar_frame(colour)), key="detections")
+    assert dets.header.frame_id == "endoscope_optical"
+    assert len(dets.detections) == 1
+    pose = dets.detections[0].results[0].pose.pose
+    # The bar enters at the left edge, so the tip is its right end, in pixels.
     assert pose.position.x == pytest.approx(69, abs=2)
     assert pose.position.y == pytest.approx(39.5, abs=2)
     assert pose.position.z == 0.0
     yaw = 2 * math.atan2(pose.orientation.z, pose.orientation.w)
     assert abs(math.remainder(yaw, 2 * math.pi)) < math.radians(5)
+    assert _with_stamp(probe, "rays", header) is None  # no CameraInfo yet: no rays topic output
+    label = wait_for(lambda: probe.messages("label_info"), 10, "LabelInfo")[-1]
+    assert label.header.frame_id == "endoscope_optical"
+    assert [c.class_name for c in label.class_map] == ["background", "shaft", "manipulator"]
+
+
+def _info(header: Header, fx: float = 100.0, **changes) -> CameraInfo:
+    info = CameraInfo(header=header, width=W, height=H, distortion_model="plumb_bob")
+    info.k = [fx, 0.0, 64.0, 0.0, fx, 48.0, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    for name, value in changes.items():
+        setattr(info, name, value)
+    return info
+
+
+def _expected_ray(tip: tuple[float, float], fx: float) -> np.ndarray:
+    ray = np.array([(tip[0] - 64.0) / fx, (tip[1] - 48.0) / fx, 1.0])
+    return ray / np.linalg.norm(ray)
+
+
+def test_rays_pair_camera_info_by_stamp_and_bad_ones_are_counted(probe, reference) -> None:
+    _, colour = reference
+    tip = (69.0, 39.5)
+    stamp_a, stamp_b = _header(), _header()
+    wait_for(lambda: probe.info_pub.get_subscription_count() > 0, 30, "the camera info subscription")
+    probe.info_pub.publish(_info(stamp_a, fx=100.0))
+    probe.info_pub.publish(_info(stamp_b, fx=400.0))  # newer, but not frame a's
+    wait_for(lambda: int(_latest_diag(probe)["camera_info_received"]) >= 2, 15, "both camera infos")
+
+    frame_a = conversions.array_to_image(np.ascontiguousarray(_bar_frame(colour)[..., ::-1]), stamp_a, "bgr8")
+    rays = wait_for(
+        lambda: _with_stamp(probe, "rays", stamp_a),
+        30,
+        "rays for the frame with camera info a's stamp",
+        every=lambda: probe.raw_pub.publish(frame_a),
+        period=0.3,
+    )
+    got = rays.poses[0].position
+    np.testing.assert_allclose([got.x, got.y, got.z], _expected_ray(tip, 100.0), atol=0.02)
+
+    before = _latest_diag(probe)
+    bad = {
+        "distortion": _info(_header(), d=[0.1, 0.0, 0.0]),
+        "non_finite": _info(_header(), fx=float("nan")),
+        "focal": _info(_header(), fx=-5.0),
+    }
+    for info in bad.values():
+        probe.info_pub.publish(info)
+    now = wait_for(
+        lambda: (
+            (d := _latest_diag(probe))
+            and all(int(d[f"bad_camera_info_{k}"]) > int(before[f"bad_camera_info_{k}"]) for k in bad)
+            and d
+        ),
+        15,
+        "the bad camera infos to be counted",
+    )
+    assert now["camera_info"] == "valid"
+    # A frame with no CameraInfo of its own uses the last valid one (fx = 400), never the bad ones.
+    _, rays = _send_until_output(probe, _bgr_msg(_bar_frame(colour)), key="rays")
+    got = rays.poses[0].position
+    np.testing.assert_allclose([got.x, got.y, got.z], _expected_ray(tip, 400.0), atol=0.02)
 
 
 def _bad_messages() -> dict[str, object]:
@@ -302,8 +370,8 @@ def test_bad_raw_inputs_are_counted_and_the_node_survives(probe, node, reference
 
 
 def test_parameters_from_yaml_and_at_run_time(probe, reference) -> None:
-    assert _get(probe, "image_topic", "min_instrument_area", "score_threshold", "backend") == [
-        IMAGE_TOPIC,
+    assert _get(probe, "transport", "min_instrument_area", "score_threshold", "backend") == [
+        "raw",
         50,
         pytest.approx(0.3),
         "onnxruntime",
@@ -311,8 +379,8 @@ def test_parameters_from_yaml_and_at_run_time(probe, reference) -> None:
     # good run-time change, with an effect on the next frame
     assert _set(probe, "min_instrument_area", 5000) == (True, "")
     _, colour = reference
-    _, poses = _send_until_output(probe, _bgr_msg(_bar_frame(colour)), key="poses")
-    assert poses.poses == []  # the 840-px bar is now below the area threshold
+    _, dets = _send_until_output(probe, _bgr_msg(_bar_frame(colour)), key="detections")
+    assert dets.detections == []  # the 840-px bar is now below the area threshold
     assert _set(probe, "min_instrument_area", 50)[0]
     assert _set(probe, "score_threshold", 0.6)[0]
     assert _get(probe, "score_threshold") == [pytest.approx(0.6)]
@@ -322,12 +390,12 @@ def test_parameters_from_yaml_and_at_run_time(probe, reference) -> None:
         ("qos_depth", 0, "range"),
         ("transport", "carrier-pigeon", "one of"),
         ("score_threshold", "high", ""),
-        ("image_topic", "/elsewhere", "deactivate first"),
+        ("transport", "compressed", "deactivate first"),
     ]:
         ok, reason = _set(probe, name, value)
         assert not ok, (name, value)
         assert why in reason, reason
-    assert _get(probe, "score_threshold", "image_topic") == [pytest.approx(0.6), IMAGE_TOPIC]
+    assert _get(probe, "score_threshold", "transport") == [pytest.approx(0.6), "raw"]
     assert _set(probe, "score_threshold", 0.3)[0]
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from cct_surgical_seg.sim.bag import main as bag_main
 from cct_surgical_seg.sim.publisher import main as sim_main
 
 FRAMES = 6
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = ["--width", "160", "--height", "128"]
 
 
@@ -175,3 +181,92 @@ def test_failure_midway_leaves_no_half_bag(
 def test_missing_input_is_a_clear_error(tmp_path: Path, rule_onnx: Path) -> None:
     with pytest.raises(BagError, match="does not exist"):
         segment_bag(tmp_path / "missing", tmp_path / "out", make_pipeline(rule_onnx, "onnxruntime"))
+
+
+def test_a_single_mcap_file_is_a_bag(tmp_path: Path, sim_bag: Path, rule_onnx: Path) -> None:
+    """``cct-bag BAG/BAG.mcap OUT``: a lone mcap carries no type hashes; the copy must still work."""
+    out = tmp_path / "out"
+    lone = next(sim_bag.glob("*.mcap"))
+    assert bag_main([str(lone), str(out), "--model", str(rule_onnx), "--quiet"]) == 0
+    topics = _read(out)
+    assert len(topics["/segmentation_node/mask"]) == FRAMES
+    assert len(topics["/camera/image_raw"]) == FRAMES  # the input copied, readable again
+
+
+@pytest.mark.parametrize("content", ["empty", "random files", "a lone mcap"])
+def test_a_folder_without_metadata_is_a_clear_error(
+    tmp_path: Path, sim_bag: Path, rule_onnx: Path, content: str, capsys
+) -> None:
+    folder = tmp_path / "notabag"
+    folder.mkdir()
+    if content == "random files":
+        (folder / "notes.txt").write_text("not a bag")
+        (folder / "data.bin").write_bytes(bytes(range(256)))
+    elif content == "a lone mcap":
+        lone = next(sim_bag.glob("*.mcap"))
+        (folder / lone.name).write_bytes(lone.read_bytes())
+    out = tmp_path / "out"
+    assert bag_main([str(folder), str(out), "--model", str(rule_onnx), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no metadata.yaml" in err and "Traceback" not in err
+    if content == "a lone mcap":
+        assert "pass it directly" in err and ".mcap" in err
+    assert not out.exists()
+
+
+def _two_camera_bag(path: Path) -> Path:
+    import numpy as np
+
+    from cct_surgical_seg.sim.bag import atomic_bag_writer
+
+    with atomic_bag_writer(path) as writer:
+        conns = {
+            t: writer.add_connection(t, bm.IMAGE, typestore=bm.typestore())
+            for t in ("/left/image", "/right/image")
+        }
+        for i in range(3):
+            for topic, conn in conns.items():
+                frame = np.full((64, 80, 3), 40 * i, np.uint8)
+                msg = bm.image(frame, "bgr8", bm.header(1_000_000_000 + i, topic.split("/")[1]))
+                writer.write(conn, 1_000_000_000 + i, bm.serialize(msg))
+    return path
+
+
+def test_two_camera_topics_need_topic(tmp_path: Path, rule_onnx: Path, capsys) -> None:
+    src = _two_camera_bag(tmp_path / "stereo")
+    out = tmp_path / "out"
+    assert bag_main([str(src), str(out), "--model", str(rule_onnx), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "/left/image" in err and "/right/image" in err and "--topic" in err
+    assert not out.exists()
+    assert (
+        bag_main([str(src), str(out), "--model", str(rule_onnx), "--topic", "/right/image", "--quiet"]) == 0
+    )
+    assert len(_read(out)["/segmentation_node/mask"]) == 3
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_bag_exits_128_plus_signal_and_leaves_nothing(
+    tmp_path: Path, rule_onnx: Path, ros_env: dict[str, str], sig: int, code: int
+) -> None:
+    src = tmp_path / "in"
+    assert sim_main(["--bag", str(src), "--frames", "150", "--quiet"]) == 0  # 640x512: seconds of work
+    out = tmp_path / "out"
+    env = dict(ros_env, PYTHONPATH=os.pathsep.join([str(ROOT), ros_env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "cct_surgical_seg.sim.bag", str(src), str(out), "--model", str(rule_onnx),
+           "--backend", "onnxruntime", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):  # the writer is open
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert "interrupted" in err and "Traceback" not in err, err
+    assert not out.exists() and _leftovers(tmp_path) == []

@@ -88,6 +88,8 @@ def test_node_runs_in_sim_time(tmp_path: Path, rule_onnx: Path, ros_env: dict[st
             "-m",
             "cct_surgical_seg.ros.segmentation_node",
             "--ros-args",
+            "-r",
+            "image:=/camera/image_raw",
             "-p",
             "use_sim_time:=true",
             "-p",

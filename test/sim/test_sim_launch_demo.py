@@ -216,13 +216,16 @@ class TestDemoLaunch(unittest.TestCase):
 
     def test_3_launch_arguments_reach_the_node(self) -> None:
         self._wait_active()
-        names = ["model_path", "backend", "image_topic", "use_sim_time"]
+        names = ["model_path", "backend", "use_sim_time"]
         values = self._call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=names))
         got = dict(zip(names, values.values, strict=True))
         self.assertEqual(got["model_path"].string_value, str(MODEL))
         self.assertEqual(got["backend"].string_value, "onnxruntime")
-        self.assertEqual(got["image_topic"].string_value, IMAGE_TOPIC)
         self.assertTrue(got["use_sim_time"].bool_value)
+        # the node's relative 'image' input is remapped onto the simulator's topic
+        self._spin_until(
+            lambda: self.node.count_subscribers(IMAGE_TOPIC) >= 2, 20, "the node on " + IMAGE_TOPIC
+        )
 
     def test_4_masks_for_the_simulators_frames(self) -> None:
         self._wait_active()
