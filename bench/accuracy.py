@@ -14,6 +14,7 @@ Methods (``METHODS``), every one with the same network, budget and settings, fix
   cct_skip     cct with the skip aux head instead of the upsampling head
   sup_noaug, cct_noaug   without the mask-guided appearance augmentation
   cct_adapt    cct plus the held-out video's images as unlabelled frames (adaptation to a site)
+  cct_lite1, cct_lite2   cct with the EfficientNet-Lite1 / Lite2 encoder
 The main methods (sup, cct) run on every fold; the others on one fold (``--single-fold``).
 
 Each run is trained with ``cct-train`` (EMA weights, the last checkpoint: nothing is picked on
@@ -87,6 +88,8 @@ METHODS: dict[str, Method] = {
     "sup_noaug": Method(cct=False, sets=NO_AUG),
     "cct_noaug": Method(cct=True, sets=NO_AUG),
     "cct_adapt": Method(cct=True, adapt=True),
+    "cct_lite1": Method(cct=True, sets=("model.encoder=efficientnet_lite1",)),
+    "cct_lite2": Method(cct=True, sets=("model.encoder=efficientnet_lite2",)),
 }
 MAIN_METHODS = ("sup", "cct")
 
