@@ -174,6 +174,7 @@ def train_command(run: Run, data: Path, run_dir: Path, args: argparse.Namespace)
         "seed": args.seed + run.fold,
         "device": args.device,
         "model.pretrained": True,
+        "precision": "bf16",
         "data.label_fraction": run.fraction,
         "data.label_seed": args.seed + run.fold,
         "data.crop_size": f"[{args.crop[0]}, {args.crop[1]}]",

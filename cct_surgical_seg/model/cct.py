@@ -14,7 +14,7 @@ Placement (``AuxConfig.placement``):
   shuffle to stride 4; ``skip`` is a light copy of the main decoder (the ASPP output reduced to
   ``hidden_channels`` and upsampled, fused with the main decoder's low-level projection by a 1x1
   convolution, a depthwise 3x3, classified), which fits the main output closer and makes a CCT
-  step ~1.7x as costly on CPU (bench/bench_train_step.py).
+  step about 10 % costlier on CPU (bench/bench_train_step.py).
 - ``backbone``: perturbations act on the backbone's stride-16 output (signed, linear-bottleneck
   BN output) and each aux decoder is a 1x1 head (``AuxHead``); ASPP and the decoder get no
   unlabelled signal. Kept to compare the two placements in the accuracy table.

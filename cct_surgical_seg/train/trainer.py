@@ -283,9 +283,9 @@ def evaluate(
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training steps for config ``precision`` (None = float32).
 
-    ``auto``: bf16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs
-    with bf16 support), else fp16 on CUDA, else float32. Emulated bf16 would be slower than
-    float32, so ``auto`` never picks it.
+    ``auto``: bf16 on GPUs that support it (else fp16) and on CPUs with AMX tiles, float32 on
+    other CPUs: with AVX512-BF16 alone (no AMX) a bf16 step of this network is no faster than a
+    float32 channels-last one (bench/bench_train_step.py), while it costs precision.
     """
     if name == "fp32":
         return None
@@ -293,7 +293,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if name == "bf16" else torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if device.type == "cpu" and torch.cpu._is_amx_tile_supported():
         return torch.bfloat16
     return None
 

@@ -174,3 +174,12 @@ def test_consistency_options_train_and_resume_exactly(dataset: Path, tmp_path: P
         resumed.train_step()
     for key, value in _weights(straight).items():
         assert torch.equal(value, _weights(resumed)[key]), key
+
+
+def test_precision_resolves_to_what_the_device_computes_fast() -> None:
+    cpu = torch.device("cpu")
+    assert T.resolve_precision("fp32", cpu) is None
+    assert T.resolve_precision("bf16", cpu) == torch.bfloat16
+    assert T.resolve_precision("fp16", cpu) == torch.float16
+    expected = torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None
+    assert T.resolve_precision("auto", cpu) == expected
