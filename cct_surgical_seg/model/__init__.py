@@ -15,11 +15,12 @@ from cct_surgical_seg.model.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     load_checkpoint,
+    load_segmenter,
     make_payload,
     save_checkpoint,
 )
 from cct_surgical_seg.model.config import ModelConfig
-from cct_surgical_seg.model.deeplab import Segmenter, build_segmenter, load_segmenter
+from cct_surgical_seg.model.deeplab import Segmenter, build_segmenter
 from cct_surgical_seg.model.encoder import Features
 
 __all__ = [

@@ -215,8 +215,9 @@ def build_head(cfg: AuxConfig, segmenter: Segmenter) -> nn.Module:
         return AuxHead(segmenter.high_channels, cfg.hidden_channels, num_classes)
     if cfg.head == "upsample":
         return UpsampleHead(segmenter.cfg.aspp_channels, num_classes, segmenter.cfg.output_stride // 4)
-    return SkipHead(segmenter.cfg.aspp_channels, segmenter.cfg.low_level_channels, cfg.hidden_channels,
-                    num_classes)
+    return SkipHead(
+        segmenter.cfg.aspp_channels, segmenter.cfg.low_level_channels, cfg.hidden_channels, num_classes
+    )
 
 
 class AuxDecoder(nn.Module):
@@ -286,8 +287,12 @@ class CCTModel(nn.Module):
         self.aux_cfg = aux_cfg if aux_cfg is not None else AuxConfig()
         self.segmenter = segmenter if segmenter is not None else build_segmenter(cfg)
         self.aux_decoders = nn.ModuleList(
-            AuxDecoder(kind, build_perturbation(kind, self.aux_cfg), build_head(self.aux_cfg, self.segmenter),
-                       self.aux_cfg.placement)
+            AuxDecoder(
+                kind,
+                build_perturbation(kind, self.aux_cfg),
+                build_head(self.aux_cfg, self.segmenter),
+                self.aux_cfg.placement,
+            )
             for kind in self.aux_cfg.kinds()
         )
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from cct_surgical_seg.io_utils import atomic_write_with
 from cct_surgical_seg.model.config import ModelConfig
+from cct_surgical_seg.model.deeplab import Segmenter
 
 CHECKPOINT_FORMAT = "cct_surgical_seg/checkpoint-v1"
 REQUIRED_KEYS = ("format", "model_config", "segmenter")
@@ -162,8 +163,6 @@ def load_segmenter(path: str | os.PathLike[str], map_location: str | torch.devic
     The network is built with ``pretrained=False`` (the checkpoint holds all weights, no need to
     read ImageNet ones); the returned config is the stored one.
     """
-    from cct_surgical_seg.model.deeplab import Segmenter  # deeplab imports us lazily too
-
     data = load_checkpoint(path, map_location=map_location)
     cfg = model_config_from_checkpoint(data, path)
     segmenter = Segmenter(dataclasses.replace(cfg, pretrained=False))

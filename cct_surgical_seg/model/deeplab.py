@@ -16,7 +16,6 @@ decoder is the low-level skip and refinement (``DeepLabV3PlusDecoder``). ``model
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -191,12 +190,3 @@ class Segmenter(nn.Module):
 def build_segmenter(cfg: ModelConfig) -> Segmenter:
     """A Segmenter for ``cfg`` (ImageNet encoder when ``cfg.pretrained``)."""
     return Segmenter(cfg)
-
-
-def load_segmenter(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[Segmenter, ModelConfig]:
-    """Rebuild the Segmenter stored in a checkpoint (eval mode); see ``checkpoint.load_segmenter``."""
-    from cct_surgical_seg.model.checkpoint import load_segmenter as _load
-
-    return _load(path, map_location=map_location)

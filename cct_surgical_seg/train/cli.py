@@ -39,15 +39,33 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults = config/train.yaml)")
     p.add_argument("--data", type=Path, help="dataset root (images/, masks/, unlabelled/, MANIFEST.csv)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, CSV logs, config)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.lr=5e-3 --set data.crop_size=[256,320]")
-    p.add_argument("--unlabelled", action="append", default=[], type=Path, metavar="PATH",
-                   help="more unlabelled frames: a folder of images or a video file (repeatable; "
-                        "adds to data.extra_unlabelled)")
-    p.add_argument("--resume", metavar="PATH|auto",
-                   help="continue from a checkpoint; 'auto' = RUN_DIR/last.pt if it exists")
-    p.add_argument("--synthetic", action="store_true",
-                   help="render a small simulator dataset into RUN_DIR/synthetic_data (data.synthetic)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optim.lr=5e-3 --set data.crop_size=[256,320]",
+    )
+    p.add_argument(
+        "--unlabelled",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="more unlabelled frames: a folder of images or a video file (repeatable; "
+        "adds to data.extra_unlabelled)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="PATH|auto",
+        help="continue from a checkpoint; 'auto' = RUN_DIR/last.pt if it exists",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="render a small simulator dataset into RUN_DIR/synthetic_data (data.synthetic)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -66,10 +84,12 @@ def _synthetic_dataset(cfg: Any, run_dir: Path, is_main: bool) -> Path:
     root = run_dir / "synthetic_data"
     s = cfg.data.synthetic
     if is_main and not (root / "MANIFEST.csv").is_file():
-        log.info("rendering a synthetic dataset (%d labelled, %d unlabelled) into %s",
-                 s.frames, s.unlabelled, root)
-        sim_dataset.write_dataset(root, s.frames, s.unlabelled, seed=s.seed, width=s.width, height=s.height,
-                                  sequences=s.sequences)
+        log.info(
+            "rendering a synthetic dataset (%d labelled, %d unlabelled) into %s", s.frames, s.unlabelled, root
+        )
+        sim_dataset.write_dataset(
+            root, s.frames, s.unlabelled, seed=s.seed, width=s.width, height=s.height, sequences=s.sequences
+        )
     return root
 
 
@@ -112,9 +132,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                 trainer.resume(resume)
             elif ctx.is_main:
                 log.info("--resume auto: no %s yet, starting from scratch", resume)
-        log.info("device %s, world size %d, %d steps (%d warm-up + %d CCT), %d aux decoders",
-                 device, ctx.world_size, cfg.total_steps, cfg.train.warmup_steps, cfg.train.cct_steps,
-                 len(trainer.model.aux_decoders))
+        log.info(
+            "device %s, world size %d, %d steps (%d warm-up + %d CCT), %d aux decoders",
+            device,
+            ctx.world_size,
+            cfg.total_steps,
+            cfg.train.warmup_steps,
+            cfg.train.cct_steps,
+            len(trainer.model.aux_decoders),
+        )
         metrics = trainer.fit()
     except T.TrainingInterrupted as exc:
         if ctx.is_main:
@@ -143,17 +169,27 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cct-eval",
-                                description="Per-class Dice/IoU of a checkpoint on a dataset.")
+    p = argparse.ArgumentParser(
+        prog="cct-eval", description="Per-class Dice/IoU of a checkpoint on a dataset."
+    )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("data", type=Path, help="dataset root (images/ + masks/ [+ MANIFEST.csv])")
-    p.add_argument("--split", choices=("auto", "val", "test", "train", "all"), default="auto",
-                   help="frames to score; auto = the manifest's val split if there is one, else all "
-                        "(all = train + val; test only when asked for)")
+    p.add_argument(
+        "--split",
+        choices=("auto", "val", "test", "train", "all"),
+        default="auto",
+        help="frames to score; auto = the manifest's val split if there is one, else all "
+        "(all = train + val; test only when asked for)",
+    )
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                      help="network input size (default: the training eval_size stored in the checkpoint)")
+    size.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="network input size (default: the training eval_size stored in the checkpoint)",
+    )
     size.add_argument("--native", action="store_true", help="run at each image's own size")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
@@ -187,8 +223,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         split = args.split
         if split == "auto":
             split = "val" if (args.data / "MANIFEST.csv").is_file() and index.val else "all"
-        samples = {"val": index.val, "test": index.test, "train": index.train,
-                   "all": index.train + index.val}[split]
+        samples = {
+            "val": index.val,
+            "test": index.test,
+            "train": index.train,
+            "all": index.train + index.val,
+        }[split]
         ignore = int(data_cfg.get("ignore_index", 255))
         check = D.DatasetIndex(index.root, train=samples)
         D.validate_index(check, model_cfg.num_classes, ignore, splits=("train",))
@@ -204,14 +244,25 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, D.DatasetError, RuntimeError) as exc:
         print(f"cct-eval: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.checkpoint} on {args.data} [{split}: {len(samples)} frames, "
-          f"input {'native' if size is None else f'{size[0]}x{size[1]}'}]")
+    print(
+        f"{args.checkpoint} on {args.data} [{split}: {len(samples)} frames, "
+        f"input {'native' if size is None else f'{size[0]}x{size[1]}'}]"
+    )
     print(format_table(summary))
     if args.json:
-        atomic_write_json(args.json, _json_safe({
-            "checkpoint": str(args.checkpoint), "data": str(args.data), "split": split,
-            "frames": len(samples), "input_size": list(size) if size else None, "metrics": summary,
-        }))
+        atomic_write_json(
+            args.json,
+            _json_safe(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "data": str(args.data),
+                    "split": split,
+                    "frames": len(samples),
+                    "input_size": list(size) if size else None,
+                    "metrics": summary,
+                }
+            ),
+        )
         print(f"wrote {args.json}")
     return 0
 

@@ -191,12 +191,16 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = prefix.rstrip(".") or "top level"
-        raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; "
-                          f"known: {sorted(fields)}")
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]} in {where}; known: {sorted(fields)}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
+        default = (
+            fields[name].default_factory()
+            if fields[name].default_factory is not dataclasses.MISSING
             else fields[name].default
+        )
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value or {}, f"{prefix}{name}.")
         elif isinstance(default, dict):

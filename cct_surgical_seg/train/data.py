@@ -222,8 +222,10 @@ def extra_unlabelled(sources: Sequence[str | Path], cache: Path, video_stride: i
         elif source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES:
             frames = _video_frames(source, cache / source.stem, video_stride)
         else:
-            raise DatasetError(f"{source}: extra unlabelled source must be a folder of images or a video "
-                               f"({', '.join(VIDEO_SUFFIXES)})")
+            raise DatasetError(
+                f"{source}: extra unlabelled source must be a folder of images or a video "
+                f"({', '.join(VIDEO_SUFFIXES)})"
+            )
         if not frames:
             raise DatasetError(f"{source}: no frames found")
         samples += [Sample(frame, None, source.stem, "unlabelled") for frame in frames]
@@ -257,8 +259,9 @@ def check_no_leak(labelled: Sequence[Sample], held_out: Sequence[Sample]) -> Non
     held = {s.image.resolve() for s in held_out}
     leaked = sorted(str(s.image) for s in labelled if s.image.resolve() in held)
     if leaked:
-        raise DatasetError(f"{len(leaked)} val/test frame(s) are also labelled training frames, "
-                           f"e.g. {leaked[:3]}")
+        raise DatasetError(
+            f"{len(leaked)} val/test frame(s) are also labelled training frames, e.g. {leaked[:3]}"
+        )
 
 
 # --------------------------------------------------------------------------- validation
@@ -333,14 +336,18 @@ def find_problems(
                     return problems
                 continue
             if mask.shape != size:
-                if add(f"{s.mask}: mask size {mask.shape[1]}x{mask.shape[0]} != image size "
-                       f"{size[1]}x{size[0]} ({s.image.name})"):
+                if add(
+                    f"{s.mask}: mask size {mask.shape[1]}x{mask.shape[0]} != image size "
+                    f"{size[1]}x{size[0]} ({s.image.name})"
+                ):
                     return problems
                 continue
             ids = np.unique(mask)
             bad = [int(v) for v in ids if v >= num_classes and v != ignore_index]
-            if bad and add(f"{s.mask}: unknown class id(s) {bad} (num_classes={num_classes}, "
-                           f"ignore_index={ignore_index})"):
+            if bad and add(
+                f"{s.mask}: unknown class id(s) {bad} (num_classes={num_classes}, "
+                f"ignore_index={ignore_index})"
+            ):
                 return problems
     return problems
 
@@ -352,9 +359,7 @@ def validate_index(
     problems = find_problems(index, num_classes, ignore_index, splits)
     if problems:
         more = " (first problems only)" if len(problems) >= MAX_REPORTED_PROBLEMS else ""
-        raise DatasetError(
-            f"dataset {index.root} is not usable{more}:\n  " + "\n  ".join(problems)
-        )
+        raise DatasetError(f"dataset {index.root} is not usable{more}:\n  " + "\n  ".join(problems))
 
 
 # --------------------------------------------------------------------------- label fraction
@@ -547,8 +552,11 @@ class EvalFrames(Dataset):
         if self.size is not None:
             image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         mask = read_mask(sample.mask)  # type: ignore[arg-type]
-        return {"image": to_tensor_image(image), "mask": torch.from_numpy(mask.astype(np.int64)),
-                "name": sample.image.name}
+        return {
+            "image": to_tensor_image(image),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "name": sample.image.name,
+        }
 
 
 def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -561,17 +569,26 @@ def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def eval_loader(
-    samples: Sequence[Sample], size: tuple[int, int] | None, batch_size: int, num_workers: int,
-    rank: int = 0, world_size: int = 1,
+    samples: Sequence[Sample],
+    size: tuple[int, int] | None,
+    batch_size: int,
+    num_workers: int,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A deterministic loader over this rank's share of the validation frames."""
     dataset = EvalFrames(samples, size)
     indices = list(range(rank, len(dataset), world_size))
     subset = torch.utils.data.Subset(dataset, indices)
-    return DataLoader(subset, batch_size=batch_size if size is not None else 1, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate_eval,
-                      worker_init_fn=_worker_init if num_workers > 0 else None,
-                      multiprocessing_context=worker_context(num_workers))
+    return DataLoader(
+        subset,
+        batch_size=batch_size if size is not None else 1,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_eval,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        multiprocessing_context=worker_context(num_workers),
+    )
 
 
 # --------------------------------------------------------------------------- resumable streams
@@ -615,8 +632,14 @@ class BatchStream:
     """
 
     def __init__(
-        self, dataset: TrainFrames, batch_size: int, seed: int, num_workers: int = 0,
-        rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+        self,
+        dataset: TrainFrames,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         if len(dataset) == 0:
             raise DatasetError("cannot build a batch stream over an empty set of frames")
@@ -654,8 +677,11 @@ class BatchStream:
         """One DataLoader for the whole stream: its worker lives across epochs, so an epoch
         boundary costs no process start (with few labelled frames an epoch is a few steps)."""
         loader = DataLoader(
-            self.dataset, batch_sampler=self._batch_keys(self.epoch, self.batch),
-            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=False,
+            self.dataset,
+            batch_sampler=self._batch_keys(self.epoch, self.batch),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             multiprocessing_context=worker_context(self.num_workers),
             generator=torch.Generator(),  # never draw from the global RNG (resume must not shift it)

@@ -41,8 +41,13 @@ class PoissonConfig:
 
 
 def blend_instruments(
-    src_image: np.ndarray, src_mask: np.ndarray, dst_image: np.ndarray, dst_mask: np.ndarray,
-    offset: tuple[int, int] = (0, 0), margin: int = 3, ignore_index: int = 255,
+    src_image: np.ndarray,
+    src_mask: np.ndarray,
+    dst_image: np.ndarray,
+    dst_mask: np.ndarray,
+    offset: tuple[int, int] = (0, 0),
+    margin: int = 3,
+    ignore_index: int = 255,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Blend the instrument pixels (``src_mask > 0``) of ``src`` into ``dst`` moved by ``offset`` (dx, dy).
 
@@ -112,15 +117,18 @@ def make_poisson_frames(
             continue
         if flip:
             src_image, src_mask = src_image[:, ::-1].copy(), src_mask[:, ::-1].copy()
-        result = blend_instruments(src_image, src_mask, dst_image, dst_mask, (dx, dy),
-                                   cfg.margin, ignore_index)
+        result = blend_instruments(
+            src_image, src_mask, dst_image, dst_mask, (dx, dy), cfg.margin, ignore_index
+        )
         if result is not None:
             out.append((*result, s, t))
     return out
 
 
 def write_poisson_frames(
-    frames: Sequence[tuple[np.ndarray, np.ndarray]], cfg: PoissonConfig, out_dir: Path,
+    frames: Sequence[tuple[np.ndarray, np.ndarray]],
+    cfg: PoissonConfig,
+    out_dir: Path,
     ignore_index: int = 255,
 ) -> list[tuple[Path, Path]]:
     """Make the frames and write them as ``out_dir/images/poisson_NNNN.png`` + ``masks/`` (RGB in).

@@ -55,7 +55,15 @@ from cct_surgical_seg.train.strong_view import strong_view
 log = logging.getLogger("cct_surgical_seg.train")
 
 TRAIN_COLUMNS = (
-    "step", "stage", "epoch", "lr", "loss", "sup_loss", "cons_loss", "cons_weight", "sec_per_step",
+    "step",
+    "stage",
+    "epoch",
+    "lr",
+    "loss",
+    "sup_loss",
+    "cons_loss",
+    "cons_weight",
+    "sec_per_step",
 )
 
 
@@ -128,8 +136,12 @@ def capture_rng() -> dict[str, Any]:
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": {"version": int(py_state[0]), "state": list(py_state[1]), "gauss": py_state[2]},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -140,8 +152,9 @@ def capture_rng() -> dict[str, Any]:
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -239,8 +252,14 @@ def prepare_data(cfg: TrainConfig, root: Path, run_dir: Path, ctx: DistContext =
         made = sorted((folder / "images").glob("poisson_*.png"))[: d.poisson.count]
         labelled += [D.Sample(p, folder / "masks" / p.name, "poisson", "train") for p in made]
     if ctx.is_main:
-        log.info("%s; training on %d labelled (label_fraction %.3g) + %d unlabelled, validating on %d",
-                 index.summary(), len(labelled), d.label_fraction, len(unlabelled), len(index.val))
+        log.info(
+            "%s; training on %d labelled (label_fraction %.3g) + %d unlabelled, validating on %d",
+            index.summary(),
+            len(labelled),
+            d.label_fraction,
+            len(unlabelled),
+            len(index.val),
+        )
     return TrainData(labelled, unlabelled, list(index.val))
 
 
@@ -249,8 +268,12 @@ def prepare_data(cfg: TrainConfig, root: Path, run_dir: Path, ctx: DistContext =
 
 @torch.no_grad()
 def evaluate(
-    segmenter: nn.Module, loader: Any, model_cfg: ModelConfig, device: torch.device,
-    ignore_index: int = 255, ctx: DistContext = DistContext(),
+    segmenter: nn.Module,
+    loader: Any,
+    model_cfg: ModelConfig,
+    device: torch.device,
+    ignore_index: int = 255,
+    ctx: DistContext = DistContext(),
 ) -> dict[str, Any]:
     """Per-class Dice/IoU and binary Dice of ``segmenter`` over ``loader`` (all ranks summed).
 
@@ -328,8 +351,10 @@ def build_optimizer(model: CCTModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     backbone = list(model.segmenter.encoder.parameters())
     backbone_ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if id(p) not in backbone_ids]
-    groups = [{"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
-              {"params": head, "lr": o.lr, "name": "head"}]
+    groups = [
+        {"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
+        {"params": head, "lr": o.lr, "name": "head"},
+    ]
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -353,8 +378,12 @@ class Trainer:
     """Owns model, optimiser, schedule, data streams and run directory of one training run."""
 
     def __init__(
-        self, cfg: TrainConfig, train_data: TrainData, run_dir: str | Path,
-        ctx: DistContext = DistContext(), device: torch.device | None = None,
+        self,
+        cfg: TrainConfig,
+        train_data: TrainData,
+        run_dir: str | Path,
+        ctx: DistContext = DistContext(),
+        device: torch.device | None = None,
     ) -> None:
         self.cfg = cfg
         self.ctx = ctx
@@ -379,34 +408,64 @@ class Trainer:
         self.net: nn.Module = _StepModule(self.model)
         if ctx.distributed:
             self.net = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.net,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.train.warmup_steps > 0,  # aux decoders idle in stage 1
             )
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(
-            self.optimizer, total_iters=cfg.total_steps, power=cfg.optim.poly_power)
+            self.optimizer, total_iters=cfg.total_steps, power=cfg.optim.poly_power
+        )
         self.autocast_dtype = resolve_precision(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.device.type == "cuda" and self.autocast_dtype == torch.float16)
+            "cuda", enabled=self.device.type == "cuda" and self.autocast_dtype == torch.float16
+        )
         t = cfg.train
         self.consistency_weight = ConsistencyWeight(
-            t.consistency_weight, round(t.rampup_fraction * t.cct_steps), start_step=t.warmup_steps)
+            t.consistency_weight, round(t.rampup_fraction * t.cct_steps), start_step=t.warmup_steps
+        )
         if t.class_weights is not None and len(t.class_weights) != self.model_cfg.num_classes:
-            raise ConfigError(f"train.class_weights has {len(t.class_weights)} values for "
-                              f"{self.model_cfg.num_classes} classes")
+            raise ConfigError(
+                f"train.class_weights has {len(t.class_weights)} values for "
+                f"{self.model_cfg.num_classes} classes"
+            )
         self.class_weights = torch.tensor(t.class_weights, dtype=torch.float32) if t.class_weights else None
 
         d = cfg.data
-        aug = D.AugmentConfig(tuple(d.crop_size), tuple(d.scale_range), d.hflip, d.vflip, d.brightness,
-                              d.contrast, d.saturation, d.hue, d.ignore_index,
-                              AppearanceConfig(**dataclasses.asdict(d.appearance)))
+        aug = D.AugmentConfig(
+            tuple(d.crop_size),
+            tuple(d.scale_range),
+            d.hflip,
+            d.vflip,
+            d.brightness,
+            d.contrast,
+            d.saturation,
+            d.hue,
+            d.ignore_index,
+            AppearanceConfig(**dataclasses.asdict(d.appearance)),
+        )
         pin = self.device.type == "cuda"
-        self.labelled = D.BatchStream(D.TrainFrames(train_data.labelled, aug, labelled=True), d.batch_size,
-                                      cfg.seed, d.num_workers, ctx.rank, ctx.world_size, pin)
+        self.labelled = D.BatchStream(
+            D.TrainFrames(train_data.labelled, aug, labelled=True),
+            d.batch_size,
+            cfg.seed,
+            d.num_workers,
+            ctx.rank,
+            ctx.world_size,
+            pin,
+        )
         self.unlabelled = (
-            D.BatchStream(D.TrainFrames(train_data.unlabelled, aug, labelled=False), d.unlabelled_batch_size,
-                          cfg.seed + 1, d.num_workers, ctx.rank, ctx.world_size, pin)
-            if train_data.unlabelled else None
+            D.BatchStream(
+                D.TrainFrames(train_data.unlabelled, aug, labelled=False),
+                d.unlabelled_batch_size,
+                cfg.seed + 1,
+                d.num_workers,
+                ctx.rank,
+                ctx.world_size,
+                pin,
+            )
+            if train_data.unlabelled
+            else None
         )
         if self.unlabelled is None and t.cct_steps > 0 and ctx.is_main:
             log.warning("no unlabelled frames: the CCT stage uses the labelled frames only")
@@ -453,8 +512,11 @@ class Trainer:
         y_l = batch["mask"].to(dev, non_blocking=True)
         weight = self.consistency_weight(self.step)
         self.model.train()
-        autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-                    else nullcontext())
+        autocast = (
+            torch.autocast(dev.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
         with autocast:
             if stage == 1:
                 logits = self.net(x_l, cct=False)
@@ -465,8 +527,9 @@ class Trainer:
                 x = x_l
                 if self.unlabelled is not None:
                     x = torch.cat([x_l, self._input(next(self.unlabelled)["image"])])
-                out = self.net(x, cct=True, target=self._teacher_target(x),
-                               strong=strong_view if t.strong_view else None)
+                out = self.net(
+                    x, cct=True, target=self._teacher_target(x), strong=strong_view if t.strong_view else None
+                )
                 n_l = x_l.shape[0]
                 sup = supervised_loss(out.main[:n_l], y_l, self.class_weights, self.cfg.data.ignore_index)
                 first = 0 if t.consistency_on_labelled or self.unlabelled is None else n_l
@@ -484,8 +547,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model.segmenter)
         self.step += 1
-        return {"loss": float(loss.detach()), "sup_loss": float(sup.detach()),
-                "cons_loss": float(cons.detach()), "cons_weight": float(weight), "stage": stage}
+        return {
+            "loss": float(loss.detach()),
+            "sup_loss": float(sup.detach()),
+            "cons_loss": float(cons.detach()),
+            "cons_weight": float(weight),
+            "stage": stage,
+        }
 
     # ------------------------------------------------------------------ the loop
 
@@ -523,9 +591,14 @@ class Trainer:
                     step = self.step
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(stage=terms["stage"], loss=f"{terms['loss']:.3f}",
-                                        sup=f"{terms['sup_loss']:.3f}", cons=f"{terms['cons_loss']:.4f}",
-                                        w=f"{terms['cons_weight']:.2f}", refresh=False)
+                        bar.set_postfix(
+                            stage=terms["stage"],
+                            loss=f"{terms['loss']:.3f}",
+                            sup=f"{terms['sup_loss']:.3f}",
+                            cons=f"{terms['cons_loss']:.4f}",
+                            w=f"{terms['cons_weight']:.2f}",
+                            refresh=False,
+                        )
                     if main and (step % t.log_every == 0 or step == end):
                         now = time.perf_counter()
                         self._log_train(step, terms, (now - tick) / max(1, t.log_every))
@@ -551,8 +624,13 @@ class Trainer:
         return self.last_metrics
 
     def _log_train(self, step: int, terms: dict[str, float], sec_per_step: float) -> None:
-        row = {"step": step, "epoch": self.labelled.epoch, "lr": self.optimizer.param_groups[-1]["lr"],
-               "sec_per_step": sec_per_step, **terms}
+        row = {
+            "step": step,
+            "epoch": self.labelled.epoch,
+            "lr": self.optimizer.param_groups[-1]["lr"],
+            "sec_per_step": sec_per_step,
+            **terms,
+        }
         self._train_csv.append(row)
         if self._tb is not None:
             for key in ("loss", "sup_loss", "cons_loss", "cons_weight", "lr"):
@@ -568,8 +646,13 @@ class Trainer:
             if self._tb is not None:
                 for key, value in flat.items():
                     self._tb.add_scalar(f"val/{key}", value, self.step)
-            log.info("step %d: %s %.4f (binary Dice %.4f)", self.step, self.cfg.train.best_metric,
-                     metrics[self.cfg.train.best_metric], metrics["binary_dice"])
+            log.info(
+                "step %d: %s %.4f (binary Dice %.4f)",
+                self.step,
+                self.cfg.train.best_metric,
+                metrics[self.cfg.train.best_metric],
+                metrics["binary_dice"],
+            )
         score = metrics[self.cfg.train.best_metric]  # identical on every rank (summed matrix)
         if not math.isnan(score) and score > self.best_metric:
             self.best_metric = score
@@ -596,10 +679,12 @@ class Trainer:
         self.sync_buffers()
         d = self.cfg.data
         size = tuple(d.eval_size) if d.eval_size else None
-        loader = D.eval_loader(self.val_frames, size, d.eval_batch_size, d.num_workers,
-                               self.ctx.rank, self.ctx.world_size)
-        self.last_metrics = evaluate(self.deployable, loader, self.model_cfg, self.device,
-                                     d.ignore_index, self.ctx)
+        loader = D.eval_loader(
+            self.val_frames, size, d.eval_batch_size, d.num_workers, self.ctx.rank, self.ctx.world_size
+        )
+        self.last_metrics = evaluate(
+            self.deployable, loader, self.model_cfg, self.device, d.ignore_index, self.ctx
+        )
         return self.last_metrics
 
     # ------------------------------------------------------------------ interruption
@@ -656,14 +741,26 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
-            "data": {"labelled": self.labelled.state_dict(),
-                     "unlabelled": self.unlabelled.state_dict() if self.unlabelled else None},
-            "ramp": {"final_weight": self.consistency_weight.final_weight,
-                     "rampup_steps": self.consistency_weight.rampup_steps,
-                     "start_step": self.consistency_weight.start_step},
+            "data": {
+                "labelled": self.labelled.state_dict(),
+                "unlabelled": self.unlabelled.state_dict() if self.unlabelled else None,
+            },
+            "ramp": {
+                "final_weight": self.consistency_weight.final_weight,
+                "rampup_steps": self.consistency_weight.rampup_steps,
+                "start_step": self.consistency_weight.start_step,
+            },
             "best_metric": self.best_metric,
-            **({"ema": {"n_averaged": int(self.ema.n_averaged),
-                        "raw_segmenter": self.model.segmenter.state_dict()}} if self.ema is not None else {}),
+            **(
+                {
+                    "ema": {
+                        "n_averaged": int(self.ema.n_averaged),
+                        "raw_segmenter": self.model.segmenter.state_dict(),
+                    }
+                }
+                if self.ema is not None
+                else {}
+            ),
             "world_size": self.ctx.world_size,
             "config": self.cfg.to_dict(),
         }
@@ -674,9 +771,14 @@ class Trainer:
         self.sync_buffers()
         state = self.train_state()
         if self.ctx.is_main:
-            payload = make_payload(self.deployable, self.model_cfg, aux_config=self.aux_cfg.to_dict(),
-                                   aux_decoders=self.model.aux_decoders, train_state=state,
-                                   metrics=self.last_metrics)
+            payload = make_payload(
+                self.deployable,
+                self.model_cfg,
+                aux_config=self.aux_cfg.to_dict(),
+                aux_decoders=self.model.aux_decoders,
+                train_state=state,
+                metrics=self.last_metrics,
+            )
             save_checkpoint(path, payload)
         return path
 

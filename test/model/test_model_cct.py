@@ -116,8 +116,18 @@ def test_feature_drop_removes_the_most_active_positions_of_the_real_encoder_outp
 def _fit_error(placement: str, head: str, steps: int = 300) -> float:
     """MSE between the softmax of one fresh aux head, trained alone, and the main decoder's."""
     torch.manual_seed(0)
-    aux = AuxConfig(vat=0, dropout=1, cutout=0, context_masking=0, object_masking=0, feature_drop=0,
-                    feature_noise=0, placement=placement, head=head, hidden_channels=32)
+    aux = AuxConfig(
+        vat=0,
+        dropout=1,
+        cutout=0,
+        context_masking=0,
+        object_masking=0,
+        feature_drop=0,
+        feature_noise=0,
+        placement=placement,
+        head=head,
+        hidden_channels=32,
+    )
     model = CCTModel(CFG, aux).train()
     with torch.no_grad():
         model.segmenter.decoder.classifier.weight.mul_(8.0)  # a confident, detailed main output

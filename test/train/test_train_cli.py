@@ -22,9 +22,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = make_dataset(base / "ds", labelled=12, unlabelled=6, groups=3)
     config = base / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config().to_dict()))
-    rc = train_main(["--config", str(config), "--data", str(data), "--out", str(base / "run"),
-                     "--set", "train.warmup_steps=2", "--set", "train.cct_steps=2",
-                     "--set", "train.val_every=2"])
+    rc = train_main(
+        [
+            "--config",
+            str(config),
+            "--data",
+            str(data),
+            "--out",
+            str(base / "run"),
+            "--set",
+            "train.warmup_steps=2",
+            "--set",
+            "train.cct_steps=2",
+            "--set",
+            "train.val_every=2",
+        ]
+    )
     torch.set_num_threads(previous)
     assert rc == 0
     return base / "run", data
@@ -79,8 +92,17 @@ def test_synthetic_dataset_when_the_simulator_is_installed(tmp_path: Path) -> No
     torch.set_num_threads(1)
     try:
         small = "{frames: 9, unlabelled: 6, width: 80, height: 64, sequences: 3}"
-        rc = train_main(["--config", str(config), "--synthetic", "--out", str(tmp_path / "run"),
-                         "--set", f"data.synthetic={small}"])
+        rc = train_main(
+            [
+                "--config",
+                str(config),
+                "--synthetic",
+                "--out",
+                str(tmp_path / "run"),
+                "--set",
+                f"data.synthetic={small}",
+            ]
+        )
     finally:
         torch.set_num_threads(previous)
     assert rc == 0

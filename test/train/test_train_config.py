@@ -22,23 +22,43 @@ def test_shipped_yaml_matches_defaults_and_reference() -> None:
         assert loaded[section] == defaults[section], section
     assert ModelConfig.from_dict(cfg.model) == ModelConfig()
     assert AuxConfig.from_dict(cfg.aux) == AuxConfig() and AuxConfig.from_dict(cfg.aux).total == 30
-    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.backbone_lr_mult,
-            cfg.optim.poly_power, cfg.train.consistency_weight, cfg.train.rampup_fraction) == (
-        1e-2, 0.9, 1e-4, 0.1, 0.9, 30.0, 0.1)
+    assert (
+        cfg.optim.lr,
+        cfg.optim.momentum,
+        cfg.optim.weight_decay,
+        cfg.optim.backbone_lr_mult,
+        cfg.optim.poly_power,
+        cfg.train.consistency_weight,
+        cfg.train.rampup_fraction,
+    ) == (1e-2, 0.9, 1e-4, 0.1, 0.9, 30.0, 0.1)
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
-    cfg = load_config(YAML, ["optim.lr=5e-3", "data.crop_size=[256, 320]", "data.eval_size=null",
-                             "model.pretrained=false", "train.cct_steps=0", "data.poisson.count=3"])
+    cfg = load_config(
+        YAML,
+        [
+            "optim.lr=5e-3",
+            "data.crop_size=[256, 320]",
+            "data.eval_size=null",
+            "model.pretrained=false",
+            "train.cct_steps=0",
+            "data.poisson.count=3",
+        ],
+    )
     assert cfg.optim.lr == 5e-3 and cfg.data.crop_size == [256, 320] and cfg.data.eval_size is None
     assert cfg.model["pretrained"] is False and cfg.total_steps == 1000 and cfg.data.poisson.count == 3
 
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("optim.lr_rate=1", "optim.lr_rate"), ("train.best_metric=accuracy", "best_metric"),
-     ("data.label_fraction=0", "label_fraction"), ("optim.name=adam", "optim.name"),
-     ("train.warmup_steps=abc", "train.warmup_steps"), ("nonsense", "key=value")],
+    [
+        ("optim.lr_rate=1", "optim.lr_rate"),
+        ("train.best_metric=accuracy", "best_metric"),
+        ("data.label_fraction=0", "label_fraction"),
+        ("optim.name=adam", "optim.name"),
+        ("train.warmup_steps=abc", "train.warmup_steps"),
+        ("nonsense", "key=value"),
+    ],
 )
 def test_bad_values_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):

@@ -112,8 +112,11 @@ def test_problems_are_listed_together(dataset: Path) -> None:
 
 
 def _labelled(groups: dict[str, int]) -> list[D.Sample]:
-    return [D.Sample(Path(f"images/{g}_f{k:03d}.png"), Path(f"masks/{g}_f{k:03d}.png"), g, "train")
-            for g, n in groups.items() for k in range(n)]
+    return [
+        D.Sample(Path(f"images/{g}_f{k:03d}.png"), Path(f"masks/{g}_f{k:03d}.png"), g, "train")
+        for g, n in groups.items()
+        for k in range(n)
+    ]
 
 
 def test_label_fraction_is_deterministic_and_spread_over_groups() -> None:
@@ -141,9 +144,17 @@ def test_augmentation_keeps_image_and_mask_aligned() -> None:
     rng = np.random.default_rng(0)
     _, mask = make_frame(rng)
     image = _class_image(mask)
-    cfg = D.AugmentConfig(crop_size=(40, 40), scale_range=(0.6, 1.8), hflip=True, vflip=True,
-                          brightness=0, contrast=0, saturation=0, hue=0,
-                          appearance=AppearanceConfig(enabled=False))
+    cfg = D.AugmentConfig(
+        crop_size=(40, 40),
+        scale_range=(0.6, 1.8),
+        hflip=True,
+        vflip=True,
+        brightness=0,
+        contrast=0,
+        saturation=0,
+        hue=0,
+        appearance=AppearanceConfig(enabled=False),
+    )
     for seed in range(12):
         out_image, out_mask = D.augment(image, mask, np.random.default_rng(seed), cfg)
         assert out_image.shape == (40, 40, 3) and out_mask.shape == (40, 40)
@@ -213,8 +224,12 @@ def test_loader_workers_survive_a_running_opencv_pool(dataset: Path) -> None:
     import sys
 
     try:
-        done = subprocess.run([sys.executable, "-c", _STREAM_AFTER_OPENCV_POOL, str(dataset)],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", _STREAM_AFTER_OPENCV_POOL, str(dataset)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("loader worker hung after the parent had used OpenCV's thread pool")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -23,16 +23,25 @@ def _free_port() -> int:
 def _worker(rank: int, port: int, data: str, out: str) -> None:
     """One torchrun-like rank: the environment torchrun would set, then the normal training path."""
     torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     cfg = tiny_config(warmup_steps=1, cct_steps=2, val_every=3, checkpoint_every=3)
     ctx, device = T.init_distributed("cpu")
     assert (ctx.rank, ctx.world_size) == (rank, 2) and dist.get_backend() == "gloo"
     run = Path(out) / "run"
     trainer = T.Trainer(cfg, T.prepare_data(cfg, Path(data), run, ctx), run, ctx, device)
     metrics = trainer.fit()
-    torch.save({"weights": trainer.model.state_dict(), "dice": metrics["mean_dice"],
-                "pixels": metrics["pixels"]}, Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {"weights": trainer.model.state_dict(), "dice": metrics["mean_dice"], "pixels": metrics["pixels"]},
+        Path(out) / f"rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 
@@ -43,8 +52,12 @@ def test_two_gloo_ranks_train_in_lockstep(tmp_path: Path) -> None:
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key, value in r0["weights"].items():
         assert torch.equal(value, r1["weights"][key]), key
-    initial = T.Trainer(tiny_config(), T.prepare_data(tiny_config(), data, tmp_path / "x"), tmp_path / "x",
-                        device=torch.device("cpu")).model.state_dict()
+    initial = T.Trainer(
+        tiny_config(),
+        T.prepare_data(tiny_config(), data, tmp_path / "x"),
+        tmp_path / "x",
+        device=torch.device("cpu"),
+    ).model.state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in r0["weights"].items() if v.is_floating_point())
     # validation is sharded and summed: both ranks report the figures of all 4 val frames
     assert r0["dice"] == r1["dice"] and r0["pixels"] == r1["pixels"] == 4 * 48 * 64

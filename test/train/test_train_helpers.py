@@ -41,8 +41,13 @@ def write_png(path: Path, array: np.ndarray) -> None:
 
 
 def make_dataset(
-    root: Path, labelled: int = 12, unlabelled: int = 12, groups: int = 3, seed: int = 0,
-    manifest: bool = True, val_groups: int = 1,
+    root: Path,
+    labelled: int = 12,
+    unlabelled: int = 12,
+    groups: int = 3,
+    seed: int = 0,
+    manifest: bool = True,
+    val_groups: int = 1,
 ) -> Path:
     """``labelled`` frames in ``groups`` videos (the last ``val_groups`` are val) + unlabelled ones."""
     rng = np.random.default_rng(seed)
@@ -72,12 +77,35 @@ def tiny_config(**train: object) -> TrainConfig:
     """A CPU-sized config: small heads, 3 aux decoders, 32x48 crops, no workers, no bar."""
     data = {
         "model": {"pretrained": False, "aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8},
-        "aux": {"vat": 1, "dropout": 0, "cutout": 1, "context_masking": 0, "object_masking": 0,
-                "feature_drop": 0, "feature_noise": 1, "hidden_channels": 8},
-        "data": {"crop_size": [32, 48], "eval_size": [48, 64], "batch_size": 4, "unlabelled_batch_size": 4,
-                 "eval_batch_size": 8, "num_workers": 0, "scale_range": [0.8, 1.2]},
+        "aux": {
+            "vat": 1,
+            "dropout": 0,
+            "cutout": 1,
+            "context_masking": 0,
+            "object_masking": 0,
+            "feature_drop": 0,
+            "feature_noise": 1,
+            "hidden_channels": 8,
+        },
+        "data": {
+            "crop_size": [32, 48],
+            "eval_size": [48, 64],
+            "batch_size": 4,
+            "unlabelled_batch_size": 4,
+            "eval_batch_size": 8,
+            "num_workers": 0,
+            "scale_range": [0.8, 1.2],
+        },
         "optim": {"lr": 0.02},
-        "train": {"warmup_steps": 2, "cct_steps": 4, "val_every": 3, "checkpoint_every": 3, "log_every": 1,
-                  "progress": False, "tensorboard": False, **train},
+        "train": {
+            "warmup_steps": 2,
+            "cct_steps": 4,
+            "val_every": 3,
+            "checkpoint_every": 3,
+            "log_every": 1,
+            "progress": False,
+            "tensorboard": False,
+            **train,
+        },
     }
     return TrainConfig.from_dict(data)

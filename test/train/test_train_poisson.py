@@ -21,8 +21,9 @@ H, W = 64, 80
 def _frame(seed: int, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Textured reddish tissue with one grey instrument (shaft 1, 6-px tip 2) in ``box`` (x, y, w, h)."""
     rng = np.random.default_rng(seed)
-    image = np.stack([rng.integers(120, 180, (H, W)), rng.integers(30, 70, (H, W)),
-                      rng.integers(30, 70, (H, W))], axis=2).astype(np.uint8)
+    image = np.stack(
+        [rng.integers(120, 180, (H, W)), rng.integers(30, 70, (H, W)), rng.integers(30, 70, (H, W))], axis=2
+    ).astype(np.uint8)
     mask = np.zeros((H, W), np.uint8)
     x, y, w, h = box
     mask[y : y + h, x : x + w] = 1
@@ -69,7 +70,7 @@ def test_shifted_paste_keeps_image_and_mask_aligned() -> None:
     assert np.array_equal(mask > 0, (moved > 0) | (dst_mask > 0))
     assert image[moved > 0].mean() > _ring_mean(image, moved > 0) + 50
     changed = np.any(image != dst_img, axis=2)
-    assert changed[moved > 0].mean() > 0.9 and not changed[:30 - 2 - OPENCV_ERODE].any()
+    assert changed[moved > 0].mean() > 0.9 and not changed[: 30 - 2 - OPENCV_ERODE].any()
 
 
 def test_frames_are_deterministic_by_seed_and_written_as_files(tmp_path: Path) -> None:

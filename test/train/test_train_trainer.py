@@ -65,10 +65,15 @@ def test_stage_one_is_supervised_and_stage_two_adds_ramped_consistency(dataset: 
     weights = [t["cons_weight"] for t in stage2]
     assert weights == pytest.approx([ramp(s) for s in range(2, 6)])
     assert weights[0] < weights[1] < weights[2] < weights[3] < 30.0
-    assert all(t["loss"] == pytest.approx(t["sup_loss"] + t["cons_weight"] * t["cons_loss"], rel=1e-5)
-               for t in stage2)
-    changed = [k for k, v in trainer.model.aux_decoders.state_dict().items()
-               if v.is_floating_point() and not torch.equal(v, aux_before[k])]
+    assert all(
+        t["loss"] == pytest.approx(t["sup_loss"] + t["cons_weight"] * t["cons_loss"], rel=1e-5)
+        for t in stage2
+    )
+    changed = [
+        k
+        for k, v in trainer.model.aux_decoders.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, aux_before[k])
+    ]
     assert changed  # the CCT stage trains the aux decoders
 
 
