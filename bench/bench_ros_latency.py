@@ -161,13 +161,15 @@ def interleaved(probers: dict[str, Prober], bgrs: list[np.ndarray], frames: int,
     """
     from std_msgs.msg import Header
 
-    from cct_surgical_seg.ros.conversions import array_to_image
+    from cct_surgical_seg.messages.images import array_to_image
+    from cct_surgical_seg.ros.msg_types import RCLPY_TYPES
 
     out: dict[str, list[float]] = {name: [] for name in probers}
     for i in range(frames + warmup):
         header = Header(frame_id="bench")
         header.stamp.sec, header.stamp.nanosec = 1, i + 1
-        msg = array_to_image(bgrs[i % len(bgrs)], header, "bgr8")  # once per frame, off the clock
+        # once per frame, off the clock
+        msg = array_to_image(RCLPY_TYPES, bgrs[i % len(bgrs)], header, "bgr8")
         for name, prober in probers.items():
             ms = prober.once(msg)
             if i >= warmup:

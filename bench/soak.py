@@ -178,7 +178,8 @@ class Soak:
         return header, now
 
     def publish_frame(self, bgr: np.ndarray, info) -> None:
-        from cct_surgical_seg.ros.conversions import array_to_image
+        from cct_surgical_seg.messages.images import array_to_image
+        from cct_surgical_seg.ros.msg_types import RCLPY_TYPES
 
         header, now = self.header()
         info.header = header
@@ -188,7 +189,7 @@ class Soak:
             if len(self.sent_at) > 1000:  # frames the node dropped never come back
                 for key in list(self.sent_at)[:500]:
                     del self.sent_at[key]
-        self.image_pub.publish(array_to_image(bgr, header, "bgr8"))
+        self.image_pub.publish(array_to_image(RCLPY_TYPES, bgr, header, "bgr8"))
 
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         client = self.node.create_client(srv_type, name)

@@ -184,5 +184,10 @@ class TipErrors:
         return float(np.median(self.errors)) if self.errors else math.nan
 
     def summary(self) -> dict[str, float | int]:
-        return {"mean": self.mean(), "median": self.median(), "matched": self.matched,
-                "missed": self.missed, "false_alarms": self.false_alarms}
+        return {
+            "mean": self.mean(),
+            "median": self.median(),
+            "matched": self.matched,
+            "missed": self.missed,
+            "false_alarms": self.false_alarms,
+        }

@@ -1,7 +1,12 @@
-"""Simulated endoscope + segmentation node together (what ``cct-demo`` runs, without scoring).
+"""Simulated endoscope + segmentation node together: the demo graph (``cct-demo`` runs this file
+and scores what it hears).
 
   ros2 launch cct_surgical_seg demo.launch.py [model:=...] [backend:=auto] [instruments:=2]
-      [rate:=15] [width:=640] [height:=512] [seed:=0] [smoke:=0.0] [use_sim_time:=false]
+      [rate:=15] [width:=640] [height:=512] [seed:=0] [smoke:=0.0] [palette:=endoscope]
+      [frames:=0] [wait_for_subscribers:=0] [min_subscribers:=1] [use_sim_time:=false]
+
+``frames:=N`` stops the simulator after N frames (0 = endless); ``wait_for_subscribers:=S``
+holds its first frame up to S seconds until ``min_subscribers`` nodes subscribe to the images.
 
 With ``use_sim_time:=true`` the simulator publishes /clock and stamps frames in simulated time,
 and the node runs on that clock (outputs and diagnostics in simulated time). The node itself
@@ -19,6 +24,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from cct_surgical_seg.deploy.backends import KINDS
 from cct_surgical_seg.ros.launch_arguments import refuse_unknown_arguments
 from launch import LaunchDescription
 
@@ -34,6 +40,12 @@ def _sim(context, *args, **kwargs):
     argv += ["--fps", value("rate")]
     if value("use_sim_time").strip().lower() in ("1", "true", "yes", "on"):
         argv.append("--clock")
+    argv += ["--palette", value("palette")]
+    if int(value("frames")) > 0:
+        argv += ["--frames", value("frames")]
+    if float(value("wait_for_subscribers")) > 0:
+        argv += ["--wait-for-subscribers", value("wait_for_subscribers")]
+        argv += ["--min-subscribers", value("min_subscribers")]
     return [Node(package=PACKAGE, executable="cct-sim", name="cct_sim", arguments=argv, output="screen")]
 
 
@@ -45,7 +57,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "backend",
             default_value="auto",
-            choices=["auto", "onnxruntime", "tensorrt", "torch"],
+            choices=list(KINDS),
             description="inference backend",
         ),
         DeclareLaunchArgument("rate", default_value="15.0", description="simulator frames per second"),
@@ -54,6 +66,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("instruments", default_value="2", description="1..3"),
         DeclareLaunchArgument("seed", default_value="0"),
         DeclareLaunchArgument("smoke", default_value="0.0", description="0..1 haze"),
+        DeclareLaunchArgument(
+            "palette", default_value="endoscope", description="scene colours ('rule': the colour-rule model)"
+        ),
+        DeclareLaunchArgument("frames", default_value="0", description="frames to send (0 = endless)"),
+        DeclareLaunchArgument(
+            "wait_for_subscribers", default_value="0", description="seconds to wait for image subscribers"
+        ),
+        DeclareLaunchArgument("min_subscribers", default_value="1", description="see wait_for_subscribers"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="simulated clock"),
         OpaqueFunction(function=_sim),
         IncludeLaunchDescription(

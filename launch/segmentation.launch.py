@@ -25,6 +25,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from cct_surgical_seg.deploy.backends import KINDS
 from cct_surgical_seg.ros.launch_arguments import refuse_unknown_arguments
 from launch import LaunchDescription
 
@@ -76,7 +77,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "backend",
             default_value="",
-            choices=["", "auto", "onnxruntime", "tensorrt", "torch"],
+            choices=["", *KINDS],
             description="backend override ('' = params file)",
         ),
         DeclareLaunchArgument(

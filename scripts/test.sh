@@ -9,6 +9,7 @@ bash scripts/setup_env.sh
 . scripts/env.sh
 echo "[test] ruff"
 ruff check .
+ruff format --check .
 echo "[test] pytest"
 # Two cores: one math thread per process keeps the ROS graph tests' processes responsive.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -21,11 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from cct_surgical_seg.deploy.backends import KINDS, create_backend
+from cct_surgical_seg.deploy.backends import KINDS
 from cct_surgical_seg.deploy.errors import DeployError
 from cct_surgical_seg.deploy.overlay import draw_overlay
-from cct_surgical_seg.deploy.pipeline import SegmentationPipeline, to_rgb
-from cct_surgical_seg.deploy.poses import PoseParams
+from cct_surgical_seg.deploy.pipeline import PipelineSettings, build_pipeline, to_rgb
 from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 LOG = logging.getLogger("cct-infer")
@@ -124,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--poses-format", choices=("json", "csv"), default="json")
     parser.add_argument(
-        "--min-area", type=int, default=PoseParams.min_area_px, help="minimum instrument area (px)"
+        "--min-area",
+        type=int,
+        default=PipelineSettings.min_instrument_area,
+        help="minimum instrument area (px)",
     )
     parser.add_argument("--no-masks", action="store_true")
     parser.add_argument("--no-overlays", action="store_true")
@@ -135,18 +137,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = PipelineSettings(
+        args.model,
+        args.backend,
+        {"device": args.device, "num_threads": args.threads, "precision": args.precision},
+        min_instrument_area=args.min_area,
+        track=not args.input.is_dir(),  # no temporal order in a folder
+    )
     try:
-        backend = create_backend(
-            args.backend, args.model, device=args.device, num_threads=args.threads, precision=args.precision
-        )
+        pipeline = build_pipeline(settings)
         count, frames = iter_frames(args.input)
     except (DeployError, FileNotFoundError, ValueError) as exc:
         print(f"cct-infer: error: {exc}", file=sys.stderr)
         return 2  # bad input, as in every cct-* command
+    backend = pipeline.backend
     LOG.info("backend %s (%s)", backend.describe(), backend.selection_reason)
-    pipeline = SegmentationPipeline(
-        backend, PoseParams(min_area_px=args.min_area), track=not args.input.is_dir()
-    )
     names = backend.info.class_names
     out = args.output_dir
     records: list[dict[str, object]] = []

@@ -7,9 +7,9 @@ the bag tools and the benchmark cannot disagree on it.
   Endoscope streams keep one aspect ratio and the model is exported at that ratio, so letterbox
   bars would only waste network pixels; a mismatched ratio costs some shape distortion, which
   the resize back undoes. Shrinking uses area averaging although training resizes bilinearly
-  and bilinear is ~9x faster (0.3 vs 2.6 ms at 640x512): on the EndoVis rigid val video
-  (640x480 -> 256x320) bilinear cost 0.3-4.4 points of binary Dice across the accuracy
-  runs; at exactly half size (robotic, 640x512) the two are identical.
+  and bilinear is several times faster: on the EndoVis rigid val video (640x480 -> 256x320)
+  bilinear costs 0.3-4.4 points of binary Dice across the accuracy runs; at exactly half size
+  (robotic, 640x512) the two are identical.
 * Dynamic-size models: the frame is **padded** (edge-replicated, bottom/right) to the next
   multiple of 32, the encoder's total stride, and the output cropped back: no resampling at all,
   so mask pixels line up exactly with the frame.
@@ -20,12 +20,16 @@ the bag tools and the benchmark cannot disagree on it.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
+from cct_surgical_seg.deploy.backends import create_backend
 from cct_surgical_seg.deploy.backends.base import Backend
 from cct_surgical_seg.deploy.errors import ImageFormatError
 from cct_surgical_seg.deploy.poses import Instrument, InstrumentTracker, PoseParams, extract_instruments
@@ -90,9 +94,9 @@ def preprocess(rgb: np.ndarray, net_hw: tuple[int, int], pad: bool) -> np.ndarra
 def postprocess(probs: np.ndarray, frame_hw: tuple[int, int], pad: bool) -> tuple[np.ndarray, np.ndarray]:
     """float32 ``C,h,w`` probabilities -> (uint8 mask, float32 confidence) at ``frame_hw``.
 
-    Works plane by plane: resizing each contiguous class plane and a running max/argmax is ~8x
-    faster than resizing an interleaved HxWxC array and ``argmax(axis=2)`` (3 ms instead of
-    23 ms for 3 classes at 640x512), with identical results (ties go to the lower class id).
+    Works plane by plane: resizing each contiguous class plane and a running max/argmax is
+    several times faster than resizing an interleaved HxWxC array and ``argmax(axis=2)``, with
+    identical results (ties go to the lower class id).
     """
     h, w = frame_hw
     if pad:
@@ -158,3 +162,23 @@ class SegmentationPipeline:
             "total": (t4 - t0) * 1e3,
         }
         return FrameResult(mask, confidence, instruments, disagreement, timings)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What :func:`build_pipeline` needs; the node, ``cct-bag`` and ``cct-infer`` fill it in."""
+
+    model_path: str | os.PathLike[str]
+    backend: str = "auto"  # one of deploy.backends.KINDS
+    backend_options: Mapping[str, Any] = field(default_factory=dict)  # num_threads, device, precision
+    min_instrument_area: int = PoseParams.min_area_px  # pixels
+    track: bool = True  # False for unordered frames (image folders)
+
+
+def build_pipeline(settings: PipelineSettings) -> SegmentationPipeline:
+    """Load the model on its backend and wrap it; raises ``DeployError`` subclasses (one line) for
+    a model or runtime that cannot be used."""
+    backend = create_backend(settings.backend, settings.model_path, **dict(settings.backend_options))
+    return SegmentationPipeline(
+        backend, PoseParams(min_area_px=settings.min_instrument_area), track=settings.track
+    )

@@ -30,6 +30,9 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 
+from cct_surgical_seg.deploy.backends import KINDS
+from cct_surgical_seg.deploy.pipeline import PipelineSettings
+from cct_surgical_seg.messages.results import OutputOptions
 from cct_surgical_seg.resources import share_dir
 
 
@@ -80,7 +83,7 @@ SPECS: tuple[ParamSpec, ...] = (
         "backend",
         "auto",
         "inference backend",
-        choices=("auto", "onnxruntime", "onnxruntime-cuda", "tensorrt", "torch"),
+        choices=KINDS,
     ),
     ParamSpec("inference_threads", 0, "CPU threads of the runtime; 0 = its default", low=0, high=256),
     ParamSpec(
@@ -100,7 +103,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("output_qos_depth", 1, "output publishers depth (reliable, keep last)", low=1, high=100),
     ParamSpec(
         "min_instrument_area",
-        200,
+        PipelineSettings.min_instrument_area,
         "smallest instrument region reported, pixels",
         runtime=True,
         low=1,
@@ -108,7 +111,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "score_threshold",
-        0.5,
+        OutputOptions.score_threshold,
         "instruments with a lower mean confidence are not reported",
         runtime=True,
         low=0.0,
@@ -125,14 +128,14 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_overlay", True, "draw ~/overlay (only when it has subscribers)", runtime=True),
     ParamSpec(
         "confidence_encoding",
-        "mono8",
+        OutputOptions.confidence_encoding,
         "~/confidence as mono8 (0..255 = 0..1) or 32FC1",
         runtime=True,
         choices=("mono8", "32FC1"),
     ),
     ParamSpec(
         "marker_pixel_size",
-        0.001,
+        OutputOptions.marker_pixel_size,
         "RViz markers without camera info: metres per pixel",
         runtime=True,
         low=1e-6,
@@ -140,7 +143,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "marker_ray_length",
-        0.1,
+        OutputOptions.marker_ray_length,
         "RViz markers with camera info: metres along each tip ray",
         runtime=True,
         low=1e-3,
@@ -186,6 +189,23 @@ def declare(node) -> None:
 
 def read(node) -> Settings:
     return Settings(**{s.name: node.get_parameter(s.name).value for s in SPECS})
+
+
+def pipeline_settings(s: Settings) -> PipelineSettings:
+    """What ``build_pipeline`` needs from the parameters; FileNotFoundError for a missing model."""
+    options = {"num_threads": s.inference_threads} if s.inference_threads > 0 else {}
+    return PipelineSettings(resolve_model_path(s.model_path), s.backend, options, s.min_instrument_area)
+
+
+def output_options(s: Settings, class_names: tuple[str, ...]) -> OutputOptions:
+    """How this frame's results become messages (run-time parameters apply on the next frame)."""
+    return OutputOptions(
+        class_names=class_names,
+        score_threshold=s.score_threshold,
+        confidence_encoding=s.confidence_encoding,
+        marker_pixel_size=s.marker_pixel_size,
+        marker_ray_length=s.marker_ray_length,
+    )
 
 
 def validate(params, structural_locked: bool) -> SetParametersResult:

@@ -1,8 +1,10 @@
 """``segmentation_node``: a managed (lifecycle) ROS 2 node around ``deploy.SegmentationPipeline``.
 
 The node holds ROS wiring only - parameters, QoS, lifecycle, a mailbox and a timer; pixels are
-handled by ``conversions`` (message -> array), ``deploy`` (array -> FrameResult) and ``messages``
-(FrameResult -> messages). :meth:`SegmentationNode.process_frame` is the whole per-frame path.
+handled by ``messages.images`` (message -> array), ``deploy`` (array -> FrameResult, built by
+``deploy.pipeline.build_pipeline``) and ``messages.results`` (FrameResult -> messages, the same
+code ``cct-bag`` writes bags with). :meth:`SegmentationNode.process_frame` is the whole per-frame
+path.
 
 Threading, and why: the subscription callback only drops the message into a one-slot mailbox
 (newest frame wins, the one it replaces is counted as dropped) and returns, so the executor is
@@ -36,7 +38,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter, OrderedDict, deque
 from dataclasses import replace
 from typing import Any
 
@@ -50,9 +51,15 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
-from cct_surgical_seg.ros import conversions, messages, parameters, qos
-from cct_surgical_seg.ros.conversions import ConversionError
-from cct_surgical_seg.ros.messages import CameraInfoError, CameraModel
+from cct_surgical_seg.deploy.overlay import draw_overlay
+from cct_surgical_seg.deploy.pipeline import SegmentationPipeline, build_pipeline
+from cct_surgical_seg.messages.camera import CameraByStamp, CameraInfoError, CameraModel
+from cct_surgical_seg.messages.images import ConversionError, array_to_image, message_to_rgb
+from cct_surgical_seg.messages.results import frame_messages, label_info, reported_instruments
+from cct_surgical_seg.messages.types import DETECTION_ARRAY
+from cct_surgical_seg.ros import parameters, qos
+from cct_surgical_seg.ros.diagnostics import FrameStats, diagnostics
+from cct_surgical_seg.ros.msg_types import RCLPY_TYPES
 
 NODE_NAME = "segmentation_node"
 IMAGE_TOPIC = "image"  # relative: remap with image:=/camera/image_raw
@@ -90,103 +97,6 @@ class LatestFrame:
             self._cond.notify_all()
 
 
-class FrameStats:
-    """Counters and a latency window for /diagnostics (written by the worker, read by a timer)."""
-
-    def __init__(self, window: int = 300) -> None:
-        self._lock = threading.Lock()
-        self.received = 0
-        self.processed = 0
-        self.dropped = 0
-        self.errors = 0
-        self.bad_input: Counter[str] = Counter({k: 0 for k in conversions.BAD_INPUT_KINDS})
-        self.camera_infos = 0
-        self.bad_camera_info: Counter[str] = Counter({k: 0 for k in messages.BAD_CAMERA_INFO_KINDS})
-        self._latency_ms: deque[float] = deque(maxlen=window)
-        self._done_times: deque[float] = deque(maxlen=window)
-
-    def frame_received(self, dropped_one: bool) -> None:
-        with self._lock:
-            self.received += 1
-            self.dropped += int(dropped_one)
-
-    def frame_done(self, latency_ms: float) -> None:
-        with self._lock:
-            self.processed += 1
-            self._latency_ms.append(latency_ms)
-            self._done_times.append(time.monotonic())
-
-    def bad(self, kind: str) -> None:
-        with self._lock:
-            self.bad_input[kind] += 1
-
-    def error(self) -> None:
-        with self._lock:
-            self.errors += 1
-
-    def camera_info(self, refused_kind: str | None) -> None:
-        with self._lock:
-            self.camera_infos += 1
-            if refused_kind is not None:
-                self.bad_camera_info[refused_kind] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            lat = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
-            times = list(self._done_times)
-            rate = (
-                (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-            )
-            if times and time.monotonic() - times[-1] > 2.0:
-                rate = 0.0
-            values: dict[str, Any] = {
-                "frames_received": self.received,
-                "frames_processed": self.processed,
-                "frames_dropped": self.dropped,
-                "processing_errors": self.errors,
-                "bad_input_total": sum(self.bad_input.values()),
-                **{f"bad_input_{k}": v for k, v in sorted(self.bad_input.items())},
-                "camera_info_received": self.camera_infos,
-                "bad_camera_info_total": sum(self.bad_camera_info.values()),
-                **{f"bad_camera_info_{k}": v for k, v in sorted(self.bad_camera_info.items())},
-                "rate_hz": float(rate),
-                "latency_ms_median": float(np.median(lat)),
-                "latency_ms_p95": float(np.percentile(lat, 95)),
-                "latency_ms_max": float(lat.max()),
-            }
-        return values
-
-
-class CameraByStamp:
-    """Valid cameras by header stamp (the newest ``keep``) and the last valid one.
-
-    Written by the camera-info callback (executor thread), read by the worker: a frame uses the
-    CameraInfo with its own stamp when one arrived, else the last valid one.
-    """
-
-    def __init__(self, keep: int = 32) -> None:
-        self._lock = threading.Lock()
-        self._by_stamp: OrderedDict[tuple[int, int], CameraModel] = OrderedDict()
-        self._keep = keep
-        self.last: CameraModel | None = None
-
-    def add(self, stamp: Any, camera: CameraModel) -> None:
-        with self._lock:
-            self._by_stamp[(int(stamp.sec), int(stamp.nanosec))] = camera
-            while len(self._by_stamp) > self._keep:
-                self._by_stamp.popitem(last=False)
-            self.last = camera
-
-    def for_stamp(self, stamp: Any) -> CameraModel | None:
-        with self._lock:
-            return self._by_stamp.get((int(stamp.sec), int(stamp.nanosec)), self.last)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_stamp.clear()
-            self.last = None
-
-
 class SegmentationNode(Node):
     """See the module docstring; constructed unconfigured, ``main`` drives autostart."""
 
@@ -203,7 +113,7 @@ class SegmentationNode(Node):
         self._stats = FrameStats()
         self._mailbox = LatestFrame()
         self._worker: threading.Thread | None = None
-        self._pipeline: Any = None
+        self._pipeline: SegmentationPipeline | None = None
         self._backend_name = ""
         self._model_path = ""
         self._class_names: tuple[str, ...] = ()
@@ -223,12 +133,16 @@ class SegmentationNode(Node):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._settings = s = parameters.read(self)
         try:
-            self._pipeline, self._backend_name, self._model_path, self._class_names = _load_pipeline(s)
+            pipeline_settings = parameters.pipeline_settings(s)
+            self._pipeline = build_pipeline(pipeline_settings)
         except Exception as exc:  # ModelLoadError, FileNotFoundError, BackendUnavailableError, ...
             self._last_error = f"configure failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(self._last_error)
             return TransitionCallbackReturn.FAILURE
         self._last_error = ""
+        self._backend_name = self._pipeline.backend.describe()
+        self._model_path = str(pipeline_settings.model_path)
+        self._class_names = tuple(self._pipeline.info.class_names)
         out = qos.output_qos(s.output_qos_depth)
         self._pubs = {
             "mask": self.create_lifecycle_publisher(Image, "~/mask", out),
@@ -237,7 +151,7 @@ class SegmentationNode(Node):
             "instrument_rays": self.create_lifecycle_publisher(PoseArray, "~/instrument_rays", out),
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", out),
         }
-        if messages.HAVE_VISION_MSGS:
+        if RCLPY_TYPES.has(DETECTION_ARRAY):  # vision_msgs is optional
             from vision_msgs.msg import Detection2DArray, LabelInfo
 
             self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "~/detections", out)
@@ -363,7 +277,7 @@ class SegmentationNode(Node):
         if pipeline is None:
             return
         try:
-            rgb = conversions.message_to_rgb(msg, s.max_image_pixels)
+            rgb = message_to_rgb(msg, s.max_image_pixels)
         except ConversionError as err:
             self._stats.bad(err.kind)
             self.get_logger().warning(
@@ -372,31 +286,21 @@ class SegmentationNode(Node):
             return
 
         result = pipeline(rgb)
-        instruments = [inst for inst in result.instruments if inst.score >= s.score_threshold]
         header = msg.header
-        camera = self._cameras.for_stamp(header.stamp)
         if "label_info" in pubs and header.frame_id != self._label_frame_id:
             self._label_frame_id = header.frame_id
             self._publish_label_info()
-        pubs["mask"].publish(messages.mask_to_image(result.mask, header))
-        pubs["confidence"].publish(
-            messages.confidence_to_image(result.confidence, header, s.confidence_encoding)
-        )
-        if camera is not None:
-            pubs["instrument_rays"].publish(messages.instruments_to_rays(instruments, header, camera))
-        pubs["markers"].publish(
-            messages.instruments_to_markers(
-                instruments, header, camera, s.marker_pixel_size, s.marker_ray_length
-            )
-        )
-        if "detections" in pubs:
-            pubs["detections"].publish(
-                messages.instruments_to_detections(instruments, header, self._class_names)
-            )
+        options = parameters.output_options(s, self._class_names)
+        camera = self._cameras.for_stamp(header.stamp)
+        for name, out_msg in frame_messages(RCLPY_TYPES, result, header, camera, options).items():
+            if name in pubs:
+                pubs[name].publish(out_msg)
         self._stats.frame_done((time.perf_counter() - received_at) * 1000.0)
         if s.publish_overlay and pubs["overlay"].get_subscription_count() > 0:
-            overlay_bgr = _draw_overlay(rgb, result, instruments, self._class_names)
-            pubs["overlay"].publish(conversions.array_to_image(overlay_bgr, header, "bgr8"))
+            instruments = reported_instruments(result.instruments, s.score_threshold)
+            drawn = draw_overlay(rgb, result.mask, instruments, class_names=self._class_names)
+            bgr = np.ascontiguousarray(drawn[..., ::-1])
+            pubs["overlay"].publish(array_to_image(RCLPY_TYPES, bgr, header, "bgr8"))
 
     # --- slow outputs -----------------------------------------------------------------------
 
@@ -405,7 +309,7 @@ class SegmentationNode(Node):
         header.stamp = self.get_clock().now().to_msg()
         header.frame_id = self._label_frame_id or ""
         self._pubs["label_info"].publish(
-            messages.label_info(self._class_names, self._settings.score_threshold, header)
+            label_info(RCLPY_TYPES, self._class_names, self._settings.score_threshold, header)
         )
 
     def _publish_diagnostics(self) -> None:
@@ -428,7 +332,7 @@ class SegmentationNode(Node):
         else:
             level, message = DiagnosticStatus.OK, "processing"
         self._diag_pub.publish(
-            messages.diagnostics(
+            diagnostics(
                 self.get_clock().now().to_msg(),
                 f"{self.get_fully_qualified_name()}: segmentation",
                 self.get_fully_qualified_name(),
@@ -437,29 +341,6 @@ class SegmentationNode(Node):
                 values,
             )
         )
-
-
-def _load_pipeline(s: parameters.Settings) -> tuple[Any, str, str, tuple[str, ...]]:
-    """Backend + pipeline for the configured model; raises with a reason the log can show."""
-    from cct_surgical_seg.deploy.backends import create_backend
-    from cct_surgical_seg.deploy.pipeline import SegmentationPipeline
-    from cct_surgical_seg.deploy.poses import PoseParams
-
-    path = parameters.resolve_model_path(s.model_path)
-    options = {"num_threads": s.inference_threads} if s.inference_threads > 0 else {}
-    backend = create_backend(s.backend, str(path), **options)
-    pipeline = SegmentationPipeline(backend, PoseParams(min_area_px=s.min_instrument_area))
-    return pipeline, backend.describe(), str(path), tuple(backend.info.class_names)
-
-
-def _draw_overlay(
-    rgb: np.ndarray, result: Any, instruments: list, class_names: tuple[str, ...]
-) -> np.ndarray:
-    """bgr8 overlay drawn by the deploy layer (only called while ~/overlay has a subscriber)."""
-    from cct_surgical_seg.deploy.overlay import draw_overlay
-
-    drawn = draw_overlay(rgb, result.mask, instruments, class_names=class_names)
-    return np.ascontiguousarray(drawn[..., ::-1])  # RGB -> BGR
 
 
 def main(args: list[str] | None = None) -> int:

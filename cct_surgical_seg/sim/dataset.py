@@ -130,27 +130,39 @@ def write_dataset(
 
     unlabelled_sequences = max(1, min(sequences or 1, unlabelled)) if unlabelled else 0
     for seq, count in enumerate(_split_counts(unlabelled, unlabelled_sequences) if unlabelled else []):
-        useed = seed + 1000 + seq
-        group = f"sim{useed:04d}"
+        group = f"sim{seed + 1000 + seq:04d}"
         groups.append(group)
-        scene = EndoscopeScene(_sequence_config(base, useed))
-        for k, frame in enumerate(scene.frames(count, stride=stride)):
-            name = f"{group}_{k:05d}"
-            atomic_write_bytes(root / "unlabelled" / f"{name}{ext}", _encode(frame.bgr, ext))
-            rows.append(
-                {
-                    "file": f"unlabelled/{name}{ext}",
-                    "video_or_group": group,
-                    "split": "unlabelled",
-                    "mask": "",
-                }
-            )
-            if progress:
-                progress(1)
+        scene = EndoscopeScene(_sequence_config(base, seed + 1000 + seq))
+        rows += _write_unlabelled(root, group, scene, count, stride, ext, progress)
+    _write_manifest(root, rows)
+    return DatasetSummary(root, frames, unlabelled, train, val, tuple(groups))
 
+
+def _write_unlabelled(
+    root: Path,
+    group: str,
+    scene: EndoscopeScene,
+    count: int,
+    stride: int,
+    ext: str,
+    progress: Callable[[int], None] | None,
+) -> list[dict[str, str]]:
+    """``count`` frames of ``scene`` into ``unlabelled/``; their manifest rows."""
+    rows = []
+    for k, frame in enumerate(scene.frames(count, stride=stride)):
+        name = f"{group}_{k:05d}"
+        atomic_write_bytes(root / "unlabelled" / f"{name}{ext}", _encode(frame.bgr, ext))
+        rows.append(
+            {"file": f"unlabelled/{name}{ext}", "video_or_group": group, "split": "unlabelled", "mask": ""}
+        )
+        if progress:
+            progress(1)
+    return rows
+
+
+def _write_manifest(root: Path, rows: list[dict[str, str]]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(root / MANIFEST_NAME, text.getvalue())
-    return DatasetSummary(root, frames, unlabelled, train, val, tuple(groups))

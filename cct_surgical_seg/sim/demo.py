@@ -1,10 +1,13 @@
-"""``cct-demo``: simulated endoscope -> segmentation node in a real ROS 2 graph, scored live.
+"""``cct-demo``: the demo graph (``launch/demo.launch.py``: simulated endoscope -> segmentation
+node) in a real ROS 2 graph, scored live.
 
-Starts ``cct-sim`` and ``segmentation_node`` as two separate processes on a private ROS
-domain (localhost discovery, the repository's Fast DDS shared-memory profile), listens to both
-from this process, and after ``--duration`` seconds prints per-frame latency (image stamp ->
-mask received), Dice/IoU against the simulator's ground-truth masks, and tip error against its
-ground-truth tips; saves an overlay strip (PNG), a JSON summary and optionally an mp4.
+Runs ``ros2 launch`` on demo.launch.py - the one definition of the demo graph, so the demo and
+``ros2 launch cct_surgical_seg demo.launch.py`` run the same processes with the same parameters
+and QoS - on a private ROS domain (localhost discovery, the repository's Fast DDS shared-memory
+profile), listens to the graph from this process, and once the simulator's ``--duration``
+seconds of frames went through prints per-frame latency (image stamp -> mask received),
+Dice/IoU against the simulator's ground-truth masks, and tip error against its ground-truth
+tips; saves an overlay strip (PNG), a JSON summary and optionally an mp4.
 
 Why separate processes and a real graph: that is how the node runs on a robot, so the demo
 exercises discovery, QoS matching, serialisation and the node's threading, not just the
@@ -15,9 +18,11 @@ zeros), 2 for bad arguments or a missing model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,20 +30,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import cv2
 import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from vision_msgs.msg import Detection2DArray
 
+from cct_surgical_seg.deploy.backends import KINDS
+from cct_surgical_seg.deploy.overlay import draw_overlay
 from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json
+from cct_surgical_seg.messages.images import image_to_rgb
 from cct_surgical_seg.metrics import binary_dice_iou, dice_iou
-from cct_surgical_seg.resources import FASTDDS_PROFILE, checkout_root, demo_model, find_data_file
-from cct_surgical_seg.sim.evaluation import (
+from cct_surgical_seg.offline.evaluation import (
     ConfusionMatrix,
     TipErrors,
     format_rows,
     pose_positions_to_pixels,
     summary_rows,
 )
+from cct_surgical_seg.resources import FASTDDS_PROFILE, checkout_root, demo_model, find_data_file
 from cct_surgical_seg.sim.publisher import (
     DEFAULT_CAMERA_INFO_TOPIC,
     DEFAULT_GT_MASK_TOPIC,
@@ -46,8 +60,9 @@ from cct_surgical_seg.sim.publisher import (
     DEFAULT_IMAGE_TOPIC,
 )
 
-NODE_NAME = "segmentation_node"
-CLASS_COLOURS_BGR = {1: (255, 200, 40), 2: (40, 220, 255)}  # shaft cyan-ish, manipulator amber
+DEMO_LAUNCH = ("launch", "demo.launch.py")
+NODE_PREFIX = "/segmentation_node"  # the node's name in segmentation.launch.py, no namespace
+CLASS_NAMES = ("background", "shaft", "manipulator")
 
 
 def graph_env(domain_id: int) -> dict[str, str]:
@@ -82,16 +97,7 @@ class Collected:
 class Listener:
     """An rclpy node in this process that records the simulator's truth and the node's output."""
 
-    def __init__(self, keep_images: int, node_prefix: str = f"/{NODE_NAME}") -> None:
-        import rclpy
-        from geometry_msgs.msg import PoseArray
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-        from vision_msgs.msg import Detection2DArray
-
-        from cct_surgical_seg.ros.conversions import image_to_rgb
-
-        self._rclpy = rclpy
+    def __init__(self, keep_images: int, node_prefix: str = NODE_PREFIX) -> None:
         self._to_rgb = image_to_rgb
         self.data = Collected()
         self.keep_images = keep_images
@@ -133,7 +139,7 @@ class Listener:
             self.data.latency_ms[stamp] = (now - stamp) / 1e6
 
     def _on_detections(self, msg) -> None:
-        """Tips in pixels: the pose of each detection's hypothesis (``messages`` convention)."""
+        """Tips in pixels: the pose of each detection's hypothesis (``messages.results``)."""
         tips = [det.results[0].pose.pose.position for det in msg.detections if det.results]
         with self.data.lock:
             self.data.tips[self._stamp(msg)] = [(p.x, p.y, p.z) for p in tips]
@@ -141,7 +147,7 @@ class Listener:
     def spin_until(self, done, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._rclpy.spin_once(self.node, timeout_sec=0.05)
+            rclpy.spin_once(self.node, timeout_sec=0.05)
             if done():
                 return True
         return False
@@ -159,12 +165,9 @@ def score(data: Collected, class_names: tuple[str, ...]) -> tuple[ConfusionMatri
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, pred_tips: list, true_tips: list) -> np.ndarray:
-    """BGR frame with the predicted classes tinted, true tips (green rings), predicted (crosses)."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    tint = bgr.copy()
-    for cls, colour in CLASS_COLOURS_BGR.items():
-        tint[mask == cls] = colour
-    out = cv2.addWeighted(bgr, 0.55, tint, 0.45, 0)
+    """BGR frame with the predicted classes tinted (``cct-infer``'s palette), true tips (green
+    rings) and predicted tips (crosses)."""
+    out = cv2.cvtColor(draw_overlay(rgb, mask, num_classes=len(CLASS_NAMES)), cv2.COLOR_RGB2BGR)
     for x, y in true_tips:
         cv2.circle(out, (round(x), round(y)), 9, (60, 230, 60), 2, cv2.LINE_AA)
     for x, y in pred_tips:
@@ -172,14 +175,37 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, pred_tips: list, true_tips: list)
     return out
 
 
-def _terminate(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+def _terminate(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGINT to ``ros2 launch`` (it shuts its processes down), then SIGKILL to what is left."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def launch_command(args: argparse.Namespace, model: Path, frames: int) -> list[str]:
+    """``ros2 launch`` of demo.launch.py with this run's arguments; the listener is the second
+    image subscriber the simulator waits for."""
+    ros2 = shutil.which("ros2") or str(Path(sys.executable).with_name("ros2"))
+    launch_file = find_data_file(*DEMO_LAUNCH) or checkout_root().joinpath(*DEMO_LAUNCH)
+    values = {
+        "model": model,
+        "backend": args.backend,
+        "rate": args.rate,
+        "width": args.width,
+        "height": args.height,
+        "instruments": args.instruments,
+        "seed": args.seed,
+        "smoke": args.smoke,
+        "palette": args.palette,
+        "frames": frames,
+        "wait_for_subscribers": args.startup_timeout,
+        "min_subscribers": 2,
+    }
+    return [ros2, "launch", str(launch_file), *(f"{k}:={v}" for k, v in values.items())]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: models/cct_demo.onnx)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "torch"))
+    p.add_argument("--backend", default="auto", choices=KINDS)
     p.add_argument("--duration", type=float, default=6.0, help="seconds of video to stream")
     p.add_argument("--rate", type=float, default=15.0, help="frames per second sent by the simulator")
     p.add_argument("--width", type=int, default=640)
@@ -213,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the node to load its model and subscribe",
     )
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a random private one)")
-    p.add_argument("--node-log", type=Path, default=None, help="write the node's output here")
+    p.add_argument("--node-log", type=Path, default=None, help="write the launch's output here")
     return p
 
 
@@ -233,105 +259,51 @@ def main(argv: list[str] | None = None) -> int:
     if "FASTDDS_DEFAULT_PROFILES_FILE" in env:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
     frames = max(1, round(args.duration * args.rate))
-    py = sys.executable
-    node_cmd = [
-        py,
-        "-m",
-        "cct_surgical_seg.ros.segmentation_node",
-        "--ros-args",
-        "-p",
-        f"model_path:={model}",
-        "-p",
-        f"backend:={args.backend}",
-        "-r",
-        f"image:={DEFAULT_IMAGE_TOPIC}",
-        "-r",
-        f"camera_info:={DEFAULT_CAMERA_INFO_TOPIC}",
-        "-p",
-        "qos_reliability:=reliable",
-        "-p",
-        "qos_depth:=2",
-    ]
-    sim_cmd = [
-        py,
-        "-m",
-        "cct_surgical_seg.sim.publisher",
-        "--frames",
-        str(frames),
-        "--rate",
-        str(args.rate),
-        "--fps",
-        str(args.rate),
-        "--width",
-        str(args.width),
-        "--height",
-        str(args.height),
-        "--instruments",
-        str(args.instruments),
-        "--seed",
-        str(args.seed),
-        "--smoke",
-        str(args.smoke),
-        "--palette",
-        args.palette,
-        "--wait-for-subscribers",
-        str(args.startup_timeout),
-        "--min-subscribers",
-        "2",
-    ]
-
-    import rclpy
-
+    print(f"cct-demo: ROS_DOMAIN_ID={domain}, model {model}, {frames} frames at {args.rate:g} Hz")
     rclpy.init()
     listener = Listener(keep_images=frames)
-    log = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL  # noqa: SIM115
-    print(f"cct-demo: ROS_DOMAIN_ID={domain}, model {model}, {frames} frames at {args.rate:g} Hz")
-    node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    sim = None
+    log: IO[Any] | int = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL  # noqa: SIM115
+    graph = subprocess.Popen(
+        launch_command(args, model, frames),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        # Start the stream only once the node is active (subscribed to images) and our listener
-        # is matched to its mask publisher, so no frame is sent into a half-built graph.
-        listener.spin_until(
-            lambda: (
-                node.poll() is not None
-                or (
-                    listener.node.count_subscribers(DEFAULT_IMAGE_TOPIC) >= 2
-                    and listener.node.count_publishers(f"/{NODE_NAME}/mask") >= 1
-                )
-            ),
-            args.startup_timeout,
-        )
-        sim = subprocess.Popen(sim_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        start = time.monotonic()
-        listener.spin_until(
-            lambda: sim.poll() is not None or node.poll() is not None,
-            args.startup_timeout + args.duration * 3 + 10,
-        )
-        # The last frames are still in flight through the node: wait while masks keep coming.
-        while len(listener.data.masks) < len(listener.data.gt_masks):
-            before = len(listener.data.masks)
-            if not listener.spin_until(lambda n=before: len(listener.data.masks) > n, 3.0):
-                break
-        wall = time.monotonic() - start
+        wall = _run(listener, graph, frames, args)
     finally:
-        for proc in (sim, node):
-            if proc is not None:
-                _terminate(proc)
+        _terminate(graph)
         listener.node.destroy_node()
         rclpy.try_shutdown()
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()
-    if node.returncode not in (0, -signal.SIGINT, None) and not listener.data.masks:
-        print(
-            f"cct-demo: segmentation_node exited with code {node.returncode}"
-            + (f" (log: {args.node_log})" if args.node_log else " (pass --node-log FILE for its output)"),
-            file=sys.stderr,
-        )
+    if not listener.data.masks:
+        where = f" (log: {args.node_log})" if args.node_log else " (pass --node-log FILE for its output)"
+        print(f"cct-demo: the demo graph sent no mask{where}", file=sys.stderr)
     return report(listener.data, frames, wall, args)
 
 
+def _run(listener: Listener, graph: subprocess.Popen, frames: int, args: argparse.Namespace) -> float:
+    """Listen until the simulator's frames went through the node; the stream's wall time."""
+    data = listener.data
+    # The simulator holds its first frame until the node (active: model loaded) and this
+    # listener subscribe, so no frame is sent into a half-built graph.
+    listener.spin_until(lambda: graph.poll() is not None or bool(data.gt_masks), args.startup_timeout + 10)
+    start = time.monotonic()
+    listener.spin_until(
+        lambda: graph.poll() is not None or len(data.gt_masks) >= frames, args.duration * 3 + 10
+    )
+    # The last frames are still in flight through the node: wait while masks keep coming.
+    while len(data.masks) < len(data.gt_masks):
+        before = len(data.masks)
+        if not listener.spin_until(lambda n=before: len(data.masks) > n, 3.0):
+            break
+    return time.monotonic() - start
+
+
 def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) -> int:
-    class_names = ("background", "shaft", "manipulator")
+    class_names = CLASS_NAMES
     seg, tips, scored = score(data, class_names)
     lat = np.asarray([data.latency_ms[s] for s in scored if s in data.latency_ms])
     rows = [

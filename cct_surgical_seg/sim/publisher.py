@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cct_surgical_seg.messages import bag_types
+from cct_surgical_seg.messages.types import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, POSE_ARRAY
+from cct_surgical_seg.offline.bag_io import atomic_bag_writer
 from cct_surgical_seg.sim import bag_messages as bm
 from cct_surgical_seg.sim.scene import PALETTES, EndoscopeScene, SceneConfig, SceneFrame
 
@@ -80,15 +83,15 @@ class SimStream:
     def connections(self) -> list[tuple[str, str]]:
         """(topic, msgtype) of every topic this stream writes, in a stable order."""
         out = [
-            (self.image_topic, bm.COMPRESSED_IMAGE if self.compressed else bm.IMAGE),
-            (self.topics.camera_info, bm.CAMERA_INFO),
-            (self.topics.gt_mask, bm.IMAGE),
-            (self.topics.gt_tips, bm.POSE_ARRAY),
+            (self.image_topic, COMPRESSED_IMAGE if self.compressed else IMAGE),
+            (self.topics.camera_info, CAMERA_INFO),
+            (self.topics.gt_mask, IMAGE),
+            (self.topics.gt_tips, POSE_ARRAY),
         ]
         return ([(CLOCK_TOPIC, bm.CLOCK)] if self.clock else []) + out
 
     def messages(self, frame: SceneFrame, stamp_ns: int) -> list[Message]:
-        hdr = bm.header(stamp_ns, FRAME_ID)
+        hdr = bag_types.header(stamp_ns, FRAME_ID)
         if self.compressed:
             img = bm.compressed_image(frame.bgr, hdr)
         else:
@@ -102,7 +105,7 @@ class SimStream:
         ]
         if self.clock:
             msgs.insert(0, (CLOCK_TOPIC, bm.clock(stamp_ns)))
-        return [Message(topic, msg.__msgtype__, bm.serialize(msg)) for topic, msg in msgs]
+        return [Message(topic, msg.__msgtype__, bag_types.serialize(msg)) for topic, msg in msgs]
 
     def stamped_frames(self, count: int, start_ns: int) -> Iterator[tuple[int, SceneFrame]]:
         period_ns = round(1e9 / self.scene.config.fps)
@@ -122,12 +125,10 @@ def write_bag(
     """Write ``frames`` frames of ``stream`` into a new bag at ``out``; returns messages written."""
     from tqdm import tqdm
 
-    from cct_surgical_seg.sim.bag import atomic_bag_writer
-
     written = 0
     with atomic_bag_writer(out, storage, overwrite=overwrite) as writer:
         conns = {
-            topic: writer.add_connection(topic, msgtype, typestore=bm.typestore())
+            topic: writer.add_connection(topic, msgtype, typestore=bag_types.typestore())
             for topic, msgtype in stream.connections()
         }
         for stamp_ns, frame in tqdm(

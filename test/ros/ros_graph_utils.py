@@ -154,3 +154,16 @@ def image_array(msg: Any) -> np.ndarray:
 
 def diag_values(msg: Any) -> dict[str, str]:
     return {kv.key: kv.value for status in msg.status for kv in status.values}
+
+
+def compressed_image(rgb: np.ndarray, header: Any, fmt: str = "jpeg", quality: int = 90) -> Any:
+    """RGB uint8 as sensor_msgs/CompressedImage, as image_transport's compressed plugin writes it."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    ext = ".jpg" if fmt == "jpeg" else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"could not encode {fmt}")
+    return CompressedImage(header=header, format=f"rgb8; {fmt} compressed bgr8", data=buf.tobytes())

@@ -1,4 +1,4 @@
-"""conversions and messages: every encoding, every kind of bad input, and the pose convention.
+"""messages.images and messages.results: every encoding, every kind of bad input, and the pose convention.
 
 Pure functions over message objects; needs the message packages but no ROS graph.
 """
@@ -14,11 +14,15 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2 Python) is not importable")
 cv2 = pytest.importorskip("cv2")
 
+from ros_graph_utils import compressed_image  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from cct_surgical_seg.ros import conversions, messages  # noqa: E402
-from cct_surgical_seg.ros.conversions import ConversionError  # noqa: E402
+from cct_surgical_seg.messages import camera as cam  # noqa: E402
+from cct_surgical_seg.messages import images, results  # noqa: E402
+from cct_surgical_seg.messages.images import ConversionError  # noqa: E402
+from cct_surgical_seg.messages.types import DETECTION_ARRAY  # noqa: E402
+from cct_surgical_seg.ros.msg_types import RCLPY_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -53,14 +57,14 @@ def test_colour_encodings_round_trip_to_rgb(pad: int) -> None:
         "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 9, np.uint8)]),
     }
     for encoding, pixels in cases.items():
-        out = conversions.image_to_rgb(_image(pixels, encoding, step_pad=pad))
+        out = images.image_to_rgb(_image(pixels, encoding, step_pad=pad))
         assert out.dtype == np.uint8 and out.shape == rgb.shape, encoding
         np.testing.assert_array_equal(out, rgb, err_msg=encoding)
 
 
 def test_mono8_becomes_grey_rgb() -> None:
     grey = _rgb_frame()[..., 0]
-    out = conversions.image_to_rgb(_image(grey, "mono8", step_pad=3))
+    out = images.image_to_rgb(_image(grey, "mono8", step_pad=3))
     np.testing.assert_array_equal(out, np.repeat(grey[..., None], 3, axis=2))
 
 
@@ -69,7 +73,7 @@ def test_mono8_becomes_grey_rgb() -> None:
 def test_16bit_is_scaled_to_8bit_and_honours_byte_order(encoding: str, bigendian: bool) -> None:
     values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
     stored = values.astype(">u2" if bigendian else "<u2")
-    out = conversions.image_to_rgb(_image(stored, encoding, bigendian=bigendian))
+    out = images.image_to_rgb(_image(stored, encoding, bigendian=bigendian))
     assert out[0, :, 0].tolist() == [0, 1, 255, 128]
 
 
@@ -82,7 +86,7 @@ def test_bayer_patterns_demosaic_to_the_right_colour(pattern: str) -> None:
     for dy in range(2):
         for dx in range(2):
             mosaic[dy::2, dx::2] = RGB[index[pattern[2 * dy + dx]]]
-    out = conversions.image_to_rgb(_image(mosaic, f"bayer_{pattern}8"))
+    out = images.image_to_rgb(_image(mosaic, f"bayer_{pattern}8"))
     centre = out[2:-2, 2:-2].reshape(-1, 3).astype(int)
     assert np.abs(centre - RGB.astype(int)).max() <= 2, (pattern, centre[0])
 
@@ -102,7 +106,7 @@ def test_bad_raw_images_raise_with_a_kind(mutate, kind: str) -> None:
     msg = _image(_rgb_frame(), "rgb8")
     mutate(msg)
     with pytest.raises(ConversionError) as info:
-        conversions.image_to_rgb(msg)
+        images.image_to_rgb(msg)
     assert info.value.kind == kind
     assert info.value.reason
 
@@ -110,7 +114,7 @@ def test_bad_raw_images_raise_with_a_kind(mutate, kind: str) -> None:
 def test_pixel_budget_refuses_before_reading_data() -> None:
     msg = Image(height=4000, width=4000, encoding="rgb8", step=12000)  # no data at all
     with pytest.raises(ConversionError) as info:
-        conversions.image_to_rgb(msg, max_pixels=1000 * 1000)
+        images.image_to_rgb(msg, max_pixels=1000 * 1000)
     assert info.value.kind == "too_large"
 
 
@@ -118,8 +122,8 @@ def test_pixel_budget_refuses_before_reading_data() -> None:
 def test_compressed_round_trip(fmt: str) -> None:
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :24] = RGB
-    msg = conversions.rgb_to_compressed(rgb, Header(frame_id="cam"), fmt)
-    out = conversions.message_to_rgb(msg)
+    msg = compressed_image(rgb, Header(frame_id="cam"), fmt)
+    out = images.message_to_rgb(msg)
     assert out.shape == rgb.shape
     tol = 0 if fmt == "png" else 12
     assert np.abs(out[4:-4, 4:20].astype(int) - RGB.astype(int)).max() <= tol
@@ -127,14 +131,14 @@ def test_compressed_round_trip(fmt: str) -> None:
 
 def test_compressed_bad_data_and_budget() -> None:
     with pytest.raises(ConversionError) as info:
-        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
+        images.compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
     assert info.value.kind == "decode"
     with pytest.raises(ConversionError) as info:
-        conversions.compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
+        images.compressed_to_rgb(CompressedImage(format="jpeg", data=b""))
     assert info.value.kind == "empty"
-    big = conversions.rgb_to_compressed(np.zeros((100, 100, 3), np.uint8), Header(), "png")
+    big = compressed_image(np.zeros((100, 100, 3), np.uint8), Header(), "png")
     with pytest.raises(ConversionError) as info:
-        conversions.compressed_to_rgb(big, max_pixels=50 * 50)
+        images.compressed_to_rgb(big, max_pixels=50 * 50)
     assert info.value.kind == "too_large"
 
 
@@ -142,15 +146,15 @@ def test_array_to_image_encodings_and_header() -> None:
     header = Header(frame_id="endo")
     header.stamp.sec, header.stamp.nanosec = 12, 34
     mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    msg = conversions.array_to_image(mask, header)
+    msg = images.array_to_image(RCLPY_TYPES, mask, header)
     assert (msg.encoding, msg.width, msg.height, msg.step) == ("mono8", 4, 3, 4)
     assert msg.header.frame_id == "endo" and msg.header.stamp.nanosec == 34
     np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), np.uint8).reshape(3, 4), mask)
     conf = np.full((3, 4), 0.25, np.float32)
-    msg = conversions.array_to_image(conf, header)
+    msg = images.array_to_image(RCLPY_TYPES, conf, header)
     assert msg.encoding == "32FC1" and msg.step == 16
     assert msg.is_bigendian == int(sys.byteorder == "big")
-    np.testing.assert_allclose(messages.confidence_to_image(conf, header).data[0], 64)
+    np.testing.assert_allclose(results.confidence_to_image(RCLPY_TYPES, conf, header).data[0], 64)
 
 
 # --- messages: pose convention ----------------------------------------------------------------
@@ -172,10 +176,12 @@ def _camera_info(fx=500.0, fy=500.0, cx=320.0, cy=256.0) -> CameraInfo:
     return info
 
 
-@pytest.mark.skipif(not messages.HAVE_VISION_MSGS, reason="vision_msgs not installed")
+@pytest.mark.skipif(not RCLPY_TYPES.has(DETECTION_ARRAY), reason="vision_msgs not installed")
 def test_tips_in_pixels_are_detections() -> None:
     inst = _Inst(tip=(100.0, 50.0), entry=(0.0, 50.0), axis=(0.0, 1.0))
-    dets = messages.instruments_to_detections([inst], Header(frame_id="cam"), ("background", "shaft"))
+    dets = results.instruments_to_detections(
+        RCLPY_TYPES, [inst], Header(frame_id="cam"), ("background", "shaft")
+    )
     p = dets.detections[0].results[0].pose.pose
     assert (p.position.x, p.position.y, p.position.z) == (100.0, 50.0, 0.0)
     # axis straight down the image = +90 degrees about +z
@@ -184,10 +190,10 @@ def test_tips_in_pixels_are_detections() -> None:
 
 
 def test_tips_as_unit_rays_with_camera_info() -> None:
-    camera = messages.CameraModel.from_camera_info(_camera_info())
+    camera = cam.CameraModel.from_camera_info(_camera_info())
     centre = _Inst(tip=(320.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
     right = _Inst(tip=(820.0, 256.0), entry=(0.0, 256.0), axis=(1.0, 0.0))
-    poses = messages.instruments_to_rays([centre, right], Header(frame_id="cam"), camera)
+    poses = results.instruments_to_rays(RCLPY_TYPES, [centre, right], Header(frame_id="cam"), camera)
     a, b = poses.poses[0].position, poses.poses[1].position
     assert (a.x, a.y, a.z) == pytest.approx((0.0, 0.0, 1.0))
     s = 1 / math.sqrt(2)  # one focal length to the right = 45 degrees
@@ -218,16 +224,16 @@ def _with(info: CameraInfo, **changes) -> CameraInfo:
     ],
 )
 def test_bad_camera_info_is_refused_with_a_kind(info: CameraInfo, kind: str) -> None:
-    with pytest.raises(messages.CameraInfoError) as err:
-        messages.CameraModel.from_camera_info(info)
-    assert err.value.kind == kind and err.value.kind in messages.BAD_CAMERA_INFO_KINDS
+    with pytest.raises(cam.CameraInfoError) as err:
+        cam.CameraModel.from_camera_info(info)
+    assert err.value.kind == kind and err.value.kind in cam.BAD_CAMERA_INFO_KINDS
     assert "\n" not in err.value.reason
 
 
 def test_valid_distortion_models_give_unit_rays() -> None:
     for model, d in [("plumb_bob", [-0.2, 0.05, 0.001, 0.0, 0.0]), ("rational_polynomial", [0.01] * 8),
                      ("equidistant", [0.01, 0.0, 0.0, 0.0]), ("", [])]:  # fmt: skip
-        camera = messages.CameraModel.from_camera_info(_with(_camera_info(), distortion_model=model, d=d))
+        camera = cam.CameraModel.from_camera_info(_with(_camera_info(), distortion_model=model, d=d))
         rays = camera.rays(np.array([[10.0, 20.0], [320.0, 256.0]]))
         np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1.0)
         assert rays[1] == pytest.approx([0.0, 0.0, 1.0], abs=1e-6), model
@@ -240,22 +246,24 @@ def test_markers_start_with_deleteall_and_pair_arrow_sphere() -> None:
         _Inst(tip=(10.0, 10.0), entry=(0.0, 0.0), axis=(0.7, 0.7)),
         _Inst((50.0, 5.0), (0.0, 5.0), (1, 0)),
     ]
-    out = messages.instruments_to_markers(insts, Header(frame_id="cam"))
+    out = results.instruments_to_markers(RCLPY_TYPES, insts, Header(frame_id="cam"))
     assert out.markers[0].action == Marker.DELETEALL
     assert [m.type for m in out.markers[1:]] == [Marker.ARROW, Marker.SPHERE] * 2
     assert len({m.id for m in out.markers[1:]}) == 4
-    assert messages.instruments_to_markers([], Header()).markers[0].action == Marker.DELETEALL
+    assert results.instruments_to_markers(RCLPY_TYPES, [], Header()).markers[0].action == Marker.DELETEALL
 
 
-@pytest.mark.skipif(not messages.HAVE_VISION_MSGS, reason="vision_msgs not installed")
+@pytest.mark.skipif(not RCLPY_TYPES.has(DETECTION_ARRAY), reason="vision_msgs not installed")
 def test_detections_and_label_info() -> None:
     inst = _Inst(tip=(10.0, 10.0), entry=(0.0, 0.0), axis=(1.0, 0.0), track_id=7, class_id=2, score=0.8)
-    dets = messages.instruments_to_detections([inst], Header(frame_id="cam"), ("background", "shaft", "jaw"))
+    dets = results.instruments_to_detections(
+        RCLPY_TYPES, [inst], Header(frame_id="cam"), ("background", "shaft", "jaw")
+    )
     d = dets.detections[0]
     assert d.id == "7" and d.results[0].hypothesis.class_id == "jaw"
     assert d.results[0].hypothesis.score == pytest.approx(0.8)
     assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x) == (25.0, 40.0, 30.0)
-    info = messages.label_info(("background", "shaft"), 0.5, Header(frame_id="cam"))
+    info = results.label_info(RCLPY_TYPES, ("background", "shaft"), 0.5, Header(frame_id="cam"))
     assert info.header.frame_id == "cam"
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "background"), (1, "shaft")]
     assert info.threshold == pytest.approx(0.5)

@@ -1,4 +1,4 @@
-"""Fuzz of the node's input path: hostile Image, CompressedImage and CameraInfo messages.
+"""Fuzz of the node's input path: hostile Image, CompressedImage and CameraInfo results.
 
 The invariant, for every generated message: it is either refused with a counted kind
 (:class:`ConversionError` / :class:`CameraInfoError`, whose kinds are diagnostics counters) or it
@@ -27,10 +27,11 @@ from hypothesis import strategies as st  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from cct_surgical_seg.ros import conversions, messages  # noqa: E402
-from cct_surgical_seg.ros.conversions import ConversionError  # noqa: E402
-from cct_surgical_seg.ros.messages import CameraInfoError, CameraModel  # noqa: E402
-from cct_surgical_seg.ros.segmentation_node import FrameStats  # noqa: E402
+from cct_surgical_seg.messages import images, results  # noqa: E402
+from cct_surgical_seg.messages.camera import BAD_CAMERA_INFO_KINDS, CameraInfoError, CameraModel  # noqa: E402
+from cct_surgical_seg.messages.images import ConversionError  # noqa: E402
+from cct_surgical_seg.ros.diagnostics import FrameStats  # noqa: E402
+from cct_surgical_seg.ros.msg_types import RCLPY_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -47,9 +48,9 @@ FUZZ = settings(
 # Pillow loads its PNG/JPEG plugins on first use; load them now so the memory bound below measures
 # the calls, not the imports.
 for _ext in (".png", ".jpg"):
-    conversions.compressed_header(cv2.imencode(_ext, np.zeros((2, 2, 3), np.uint8))[1].tobytes())
+    images.compressed_header(cv2.imencode(_ext, np.zeros((2, 2, 3), np.uint8))[1].tobytes())
 
-ENCODINGS = [*conversions.SUPPORTED_ENCODINGS, "yuv422", "32FC1", "", "bgr8 ", "BGR8"]
+ENCODINGS = [*images.SUPPORTED_ENCODINGS, "yuv422", "32FC1", "", "bgr8 ", "BGR8"]
 sizes = st.one_of(st.integers(0, 48), st.sampled_from([1, 2, 3, 65, 4096, 100_000, 2**31 - 1]))
 
 
@@ -57,7 +58,7 @@ sizes = st.one_of(st.integers(0, 48), st.sampled_from([1, 2, 3, 65, 4096, 100_00
 def raw_images(draw) -> Image:
     encoding = draw(st.sampled_from(ENCODINGS))
     width, height = draw(sizes), draw(sizes)
-    layout = conversions._LAYOUTS.get(encoding)
+    layout = images._LAYOUTS.get(encoding)
     row = width * (layout.channels * layout.dtype.itemsize if layout else 3)
     step = max(0, row + draw(st.sampled_from([0, 0, 0, 1, 3, -1, -3, 64])))
     honest = step * height if step * height <= 48 * 48 * 8 else 0
@@ -111,7 +112,7 @@ def _assert_refused_or_frame(msg, call) -> np.ndarray | None:
     try:
         rgb = call()
     except ConversionError as err:
-        assert err.kind in conversions.BAD_INPUT_KINDS, err.kind
+        assert err.kind in images.BAD_INPUT_KINDS, err.kind
         assert err.reason and "\n" not in err.reason
         stats = FrameStats()
         stats.bad(err.kind)
@@ -139,7 +140,7 @@ def pipeline(request):
 @FUZZ
 @given(msg=raw_images())
 def test_raw_images_are_refused_with_a_kind_or_segmented(msg: Image, pipeline) -> None:
-    rgb = _assert_refused_or_frame(msg, lambda: conversions.message_to_rgb(msg, MAX_PIXELS))
+    rgb = _assert_refused_or_frame(msg, lambda: images.message_to_rgb(msg, MAX_PIXELS))
     if rgb is not None:
         assert rgb.shape[:2] == (msg.height, msg.width)
         assert pipeline(rgb).mask.shape == rgb.shape[:2]
@@ -148,7 +149,7 @@ def test_raw_images_are_refused_with_a_kind_or_segmented(msg: Image, pipeline) -
 @FUZZ
 @given(msg=compressed_images())
 def test_compressed_images_are_refused_with_a_kind_or_segmented(msg: CompressedImage, pipeline) -> None:
-    rgb = _assert_refused_or_frame(msg, lambda: conversions.message_to_rgb(msg, MAX_PIXELS))
+    rgb = _assert_refused_or_frame(msg, lambda: images.message_to_rgb(msg, MAX_PIXELS))
     if rgb is not None:
         assert pipeline(rgb).mask.shape == rgb.shape[:2]
 
@@ -198,12 +199,12 @@ def test_camera_infos_are_refused_with_a_kind_or_give_finite_unit_rays(info: Cam
     try:
         camera = CameraModel.from_camera_info(info)
     except CameraInfoError as err:
-        assert err.kind in messages.BAD_CAMERA_INFO_KINDS, err.kind
+        assert err.kind in BAD_CAMERA_INFO_KINDS, err.kind
         assert err.reason and "\n" not in err.reason
         return
     width = camera.width or 2 * camera.K[0, 2]
     height = camera.height or 2 * camera.K[1, 2]
-    rays = messages.instruments_to_rays([_Tip(u * width, v * height)], Header(), camera)
+    rays = results.instruments_to_rays(RCLPY_TYPES, [_Tip(u * width, v * height)], Header(), camera)
     p = rays.poses[0].position
     assert all(math.isfinite(c) for c in (p.x, p.y, p.z))
     assert math.isclose(p.x**2 + p.y**2 + p.z**2, 1.0, rel_tol=1e-6)
@@ -212,7 +213,7 @@ def test_camera_infos_are_refused_with_a_kind_or_give_finite_unit_rays(info: Cam
 BOMB_SCRIPT = """
 import resource, struct, sys, zlib
 from sensor_msgs.msg import CompressedImage
-from cct_surgical_seg.ros import conversions
+from cct_surgical_seg.messages import images
 
 def chunk(kind, body):
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -223,9 +224,9 @@ bomb += chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 msg = CompressedImage(format="png", data=bomb)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    conversions.compressed_to_rgb(msg, max_pixels=4096 * 4096)
+    images.compressed_to_rgb(msg, max_pixels=4096 * 4096)
     print("accepted")
-except conversions.ConversionError as err:
+except images.ConversionError as err:
     print(err.kind, len(bomb), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
 

@@ -99,3 +99,17 @@ def test_setup_installs_launch_and_config() -> None:
     assert 'glob("launch/*.py")' in text and 'glob("config/*.yaml")' in text
     assert 'glob("config/*.xml")' in text  # the Fast DDS profile
     assert (ROOT / "config" / "fastdds_shm.xml").is_file()
+
+
+def test_every_place_that_lists_backends_lists_deploy_backends_kinds() -> None:
+    """The YAML comment and the launch files offer every backend ``create_backend`` takes; the
+    launch files and the CLIs take the list from ``deploy.backends.KINDS`` itself."""
+    from cct_surgical_seg.deploy.backends import KINDS
+
+    comment = re.search(r"^\s*backend: \w+\s+#(.*)$", CONFIG.read_text(), re.M)
+    assert comment and [k.strip() for k in comment.group(1).split("|")] == list(KINDS)
+    for path in [LAUNCH, ROOT / "launch" / "demo.launch.py"]:
+        assert "from cct_surgical_seg.deploy.backends import KINDS" in path.read_text(), path
+    for module in ("offline/bag.py", "sim/demo.py", "deploy/cli.py", "ros/parameters.py"):
+        source = (ROOT / "cct_surgical_seg" / module).read_text()
+        assert "KINDS" in source and "choices=KINDS" in source, module

@@ -35,10 +35,11 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from lifecycle_client import call_service, wait_until_active
 from rcl_interfaces.srv import GetParameters
 from rclpy.executors import SingleThreadedExecutor
+from ros_graph_utils import compressed_image
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from cct_surgical_seg.ros import conversions, qos
+from cct_surgical_seg.ros import qos
 from launch import LaunchDescription
 
 NAMESPACE = "cct_launch"
@@ -163,7 +164,7 @@ class TestSegmentationLaunch(unittest.TestCase):
         header.stamp.sec, header.stamp.nanosec = 42, 7
         end = time.monotonic() + 30
         while time.monotonic() < end and not masks:
-            pub.publish(conversions.rgb_to_compressed(frame, header, "png"))
+            pub.publish(compressed_image(frame, header, "png"))
             self.executor.spin_once(timeout_sec=0.3)
         self.assertTrue(masks, "no mask received")
         self.assertEqual((masks[0].width, masks[0].height, masks[0].encoding), (80, 64, "mono8"))

@@ -26,6 +26,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from ros_graph_utils import (
     Probe,
+    compressed_image,
     diag_values,
     image_array,
     node_command,
@@ -37,7 +38,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from cct_surgical_seg.ros import conversions, qos
+from cct_surgical_seg.messages import images
+from cct_surgical_seg.ros import qos
+from cct_surgical_seg.ros.msg_types import RCLPY_TYPES
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -218,7 +221,9 @@ def _latest_diag(p: Probe, after: float = 0.0) -> dict[str, str]:
 
 
 def _bgr_msg(rgb: np.ndarray):
-    return lambda header: conversions.array_to_image(np.ascontiguousarray(rgb[..., ::-1]), header, "bgr8")
+    return lambda header: images.array_to_image(
+        RCLPY_TYPES, np.ascontiguousarray(rgb[..., ::-1]), header, "bgr8"
+    )
 
 
 # --- tests ----------------------------------------------------------------------------------
@@ -286,7 +291,9 @@ def test_rays_pair_camera_info_by_stamp_and_bad_ones_are_counted(probe, referenc
     probe.info_pub.publish(_info(stamp_b, fx=400.0))  # newer, but not frame a's
     wait_for(lambda: int(_latest_diag(probe)["camera_info_received"]) >= 2, 15, "both camera infos")
 
-    frame_a = conversions.array_to_image(np.ascontiguousarray(_bar_frame(colour)[..., ::-1]), stamp_a, "bgr8")
+    frame_a = images.array_to_image(
+        RCLPY_TYPES, np.ascontiguousarray(_bar_frame(colour)[..., ::-1]), stamp_a, "bgr8"
+    )
     rays = wait_for(
         lambda: _with_stamp(probe, "rays", stamp_a),
         30,
@@ -322,7 +329,7 @@ def test_rays_pair_camera_info_by_stamp_and_bad_ones_are_counted(probe, referenc
 
 
 def _bad_messages() -> dict[str, object]:
-    good = conversions.array_to_image(np.zeros((H, W, 3), np.uint8), Header(), "bgr8")
+    good = images.array_to_image(RCLPY_TYPES, np.zeros((H, W, 3), np.uint8), Header(), "bgr8")
 
     def variant(**changes):
         msg = Image(height=good.height, width=good.width, encoding=good.encoding, step=good.step)
@@ -406,7 +413,7 @@ def test_burst_of_200_frames_drops_are_counted_and_the_last_frame_arrives(probe,
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     headers = [_header() for _ in range(200)]
     for header in headers:
-        probe.raw_pub.publish(conversions.array_to_image(bgr, header, "bgr8"))
+        probe.raw_pub.publish(images.array_to_image(RCLPY_TYPES, bgr, header, "bgr8"))
     last = headers[-1]
     wait_for(lambda: _with_stamp(probe, "mask", last), 60, "the mask of the burst's last frame")
 
@@ -438,7 +445,7 @@ def test_lifecycle_transitions_and_compressed_transport(probe, reference) -> Non
     assert _transition(probe, Transition.TRANSITION_ACTIVATE)
     assert _state(probe) == "active"
     wait_for(lambda: probe.jpeg_pub.get_subscription_count() > 0, 10, "the compressed subscription")
-    _send_until_output(probe, lambda h: conversions.rgb_to_compressed(rgb, h, "png"))
+    _send_until_output(probe, lambda h: compressed_image(rgb, h, "png"))
     before = _latest_diag(probe)
     garbage = CompressedImage(header=_header(), format="jpeg", data=b"\xff\xd8 definitely not a jpeg")
     probe.jpeg_pub.publish(garbage)

@@ -1,6 +1,7 @@
-"""Every ``ros2 launch`` / ``ros2 run`` example of README.md, run as far as argument validation.
+"""Every ``ros2 launch`` / ``ros2 run`` example of README.md and docs/*.md, run as far as
+argument validation.
 
-The commands are parsed from the README's code blocks, so an example that names a launch
+The commands are parsed from their code blocks, so an example that names a launch
 argument no launch file declares (or a value outside its choices, an executable the package
 does not install, a parameter the node does not declare) fails here instead of being silently
 ignored on a user's robot. ``ros2 launch ... --show-args`` lists what a launch file declares
@@ -30,9 +31,11 @@ CHOICES = re.compile(r"Valid choices are: \[(.*?)\]")
 
 
 def readme_commands(kind: str) -> list[list[str]]:
-    """``ros2 <kind> ...`` commands of README.md's code blocks, continuation lines joined."""
+    """``ros2 <kind> ...`` commands of the code blocks of README.md and docs/*.md, continuation
+    lines joined."""
     commands = []
-    for block in re.findall(r"```[a-z]*\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip().removeprefix("$ ").split(" # ")[0]
             if line.startswith(f"ros2 {kind} "):

@@ -30,12 +30,6 @@ DEVICE_PROVIDERS = {
 }
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
 class OnnxRuntimeBackend(Backend):
     """Runs a ``cct-export`` ONNX file with ONNX Runtime.
 

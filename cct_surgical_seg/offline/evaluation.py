@@ -1,4 +1,4 @@
-"""Scoring the node's output against simulator ground truth (for ``cct-bag`` and ``cct-demo``).
+"""Scoring segmentation output against simulator ground truth (for ``cct-bag`` and ``cct-demo``).
 
 The figures are ``cct_surgical_seg.metrics`` (NumPy only); this module adds what is specific to
 reading them back from ROS messages: tips as camera rays or pixels, and the printed summary.

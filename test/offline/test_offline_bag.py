@@ -15,9 +15,14 @@ pytest.importorskip("rosbags")
 
 from rosbags.highlevel import AnyReader
 
+from cct_surgical_seg.deploy.pipeline import PipelineSettings, build_pipeline
+from cct_surgical_seg.messages import bag_types
+from cct_surgical_seg.messages.bag_types import stamp_ns
+from cct_surgical_seg.messages.types import DETECTION_ARRAY, IMAGE, MARKER_ARRAY, POSE_ARRAY
+from cct_surgical_seg.offline.bag import BagError, segment_bag
+from cct_surgical_seg.offline.bag import main as bag_main
+from cct_surgical_seg.offline.bag_io import atomic_bag_writer
 from cct_surgical_seg.sim import bag_messages as bm
-from cct_surgical_seg.sim.bag import BagError, make_pipeline, segment_bag
-from cct_surgical_seg.sim.bag import main as bag_main
 from cct_surgical_seg.sim.publisher import main as sim_main
 
 FRAMES = 6
@@ -63,8 +68,8 @@ def test_sim_bag_contents(sim_bag: Path) -> None:
         "/camera/gt/tips": FRAMES,
     }
     for msgtype, logtime, msg in topics["/camera/image_raw"]:
-        assert msgtype == bm.IMAGE and msg.encoding == "bgr8" and (msg.width, msg.height) == (160, 128)
-        assert bm.stamp_ns(msg.header.stamp) == logtime
+        assert msgtype == IMAGE and msg.encoding == "bgr8" and (msg.width, msg.height) == (160, 128)
+        assert stamp_ns(msg.header.stamp) == logtime
 
 
 @pytest.mark.parametrize("storage,extra", [("mcap", []), ("sqlite3", ["--compressed"])])
@@ -92,16 +97,22 @@ def test_round_trip(tmp_path: Path, rule_onnx: Path, storage: str, extra: list[s
     topics = _read(out)
     image_topic = "/camera/image_raw/compressed" if extra else "/camera/image_raw"
     assert image_topic in topics and len(topics["/camera/gt/mask"]) == FRAMES  # inputs copied
-    input_stamps = [bm.stamp_ns(m.header.stamp) for _, _, m in topics[image_topic]]
+    input_stamps = [stamp_ns(m.header.stamp) for _, _, m in topics[image_topic]]
     input_logtimes = [t for _, t, _ in topics[image_topic]]
-    expected_types = {"mask": bm.IMAGE, "instruments": bm.POSE_ARRAY, "markers": bm.MARKER_ARRAY}
+    expected_types = {
+        "mask": IMAGE,
+        "confidence": IMAGE,
+        "detections": DETECTION_ARRAY,
+        "instrument_rays": POSE_ARRAY,  # the sim bag has a valid CameraInfo for every frame
+        "markers": MARKER_ARRAY,
+    }
     for name, msgtype in expected_types.items():
         msgs = topics[f"/segmentation_node/{name}"]
         assert len(msgs) == FRAMES
         assert {t for t, _, _ in msgs} == {msgtype}
         assert [t for _, t, _ in msgs] == input_logtimes
         if name != "markers":
-            assert [bm.stamp_ns(m.header.stamp) for _, _, m in msgs] == input_stamps
+            assert [stamp_ns(m.header.stamp) for _, _, m in msgs] == input_stamps
     for _, _, mask in topics["/segmentation_node/mask"]:
         assert mask.encoding == "mono8" and (mask.width, mask.height) == (160, 128)
         assert set(mask.data.tolist()) <= {0, 1, 2}
@@ -112,9 +123,8 @@ def test_no_copy_writes_only_results(tmp_path: Path, sim_bag: Path, rule_onnx: P
     out = tmp_path / "out"
     assert bag_main([str(sim_bag), str(out), "--model", str(rule_onnx), "--no-copy", "--quiet"]) == 0
     assert set(_read(out)) == {
-        "/segmentation_node/mask",
-        "/segmentation_node/instruments",
-        "/segmentation_node/markers",
+        f"/segmentation_node/{name}"
+        for name in ("mask", "confidence", "detections", "instrument_rays", "markers")
     }
 
 
@@ -168,7 +178,7 @@ def test_failure_midway_leaves_no_half_bag(
     tmp_path: Path, sim_bag: Path, rule_onnx: Path, keep_partial: bool
 ) -> None:
     out = tmp_path / "out"
-    pipeline = _FailsOnThirdFrame(make_pipeline(rule_onnx, "onnxruntime"))
+    pipeline = _FailsOnThirdFrame(build_pipeline(PipelineSettings(rule_onnx, "onnxruntime")))
     with pytest.raises(KeyboardInterrupt):
         segment_bag(sim_bag, out, pipeline, keep_partial=keep_partial)
     assert not out.exists() and _leftovers(tmp_path) == []
@@ -180,7 +190,9 @@ def test_failure_midway_leaves_no_half_bag(
 
 def test_missing_input_is_a_clear_error(tmp_path: Path, rule_onnx: Path) -> None:
     with pytest.raises(BagError, match="does not exist"):
-        segment_bag(tmp_path / "missing", tmp_path / "out", make_pipeline(rule_onnx, "onnxruntime"))
+        segment_bag(
+            tmp_path / "missing", tmp_path / "out", build_pipeline(PipelineSettings(rule_onnx, "onnxruntime"))
+        )
 
 
 def test_a_single_mcap_file_is_a_bag(tmp_path: Path, sim_bag: Path, rule_onnx: Path) -> None:
@@ -217,18 +229,16 @@ def test_a_folder_without_metadata_is_a_clear_error(
 def _two_camera_bag(path: Path) -> Path:
     import numpy as np
 
-    from cct_surgical_seg.sim.bag import atomic_bag_writer
-
     with atomic_bag_writer(path) as writer:
         conns = {
-            t: writer.add_connection(t, bm.IMAGE, typestore=bm.typestore())
+            t: writer.add_connection(t, IMAGE, typestore=bag_types.typestore())
             for t in ("/left/image", "/right/image")
         }
         for i in range(3):
             for topic, conn in conns.items():
                 frame = np.full((64, 80, 3), 40 * i, np.uint8)
-                msg = bm.image(frame, "bgr8", bm.header(1_000_000_000 + i, topic.split("/")[1]))
-                writer.write(conn, 1_000_000_000 + i, bm.serialize(msg))
+                msg = bm.image(frame, "bgr8", bag_types.header(1_000_000_000 + i, topic.split("/")[1]))
+                writer.write(conn, 1_000_000_000 + i, bag_types.serialize(msg))
     return path
 
 
@@ -253,8 +263,8 @@ def test_a_signal_mid_bag_exits_128_plus_signal_and_leaves_nothing(
     assert sim_main(["--bag", str(src), "--frames", "150", "--quiet"]) == 0  # 640x512: seconds of work
     out = tmp_path / "out"
     env = dict(ros_env, PYTHONPATH=os.pathsep.join([str(ROOT), ros_env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "cct_surgical_seg.sim.bag", str(src), str(out), "--model", str(rule_onnx),
-           "--backend", "onnxruntime", "--quiet"]  # fmt: skip
+    cmd = [sys.executable, "-m", "cct_surgical_seg.offline.bag", str(src), str(out),
+           "--model", str(rule_onnx), "--backend", "onnxruntime", "--quiet"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
