@@ -304,7 +304,10 @@ def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str
         confusion.update(result.mask, truth)
         truth_tips = [inst.tip for inst in extract_instruments(truth, None, POSE_PARAMS)]
         tips.update([inst.tip for inst in result.instruments], truth_tips)
-        figures = frame_figures(result.mask, truth, result.confidence)
+        figures = {
+            **frame_figures(result.mask, truth, result.confidence),
+            "frame_confidence": result.frame_confidence,
+        }
         frames.append({"frame": sample.image.name, **figures, **(probe(rgb) if probe else {})})
     summary = confusion.summary(CLASS_NAMES)
     summary["tip_error_px"] = tips.summary()
@@ -370,9 +373,20 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(*ranks)[0, 1])
 
 
-def confidence_ranking(frames: list[dict[str, float]], key: str = "conf_pred") -> dict[str, float]:
-    """How well a per-frame confidence ranks frames by Dice: Spearman, and the least-confident 20 %."""
-    conf = [f[key] if not math.isnan(f[key]) else 0.0 for f in frames]
+def frame_confidence_of(frame: dict[str, float]) -> float:
+    """The pipeline's frame confidence (``deploy.pipeline.frame_confidence``) of a scored frame.
+
+    Results written before the pipeline reported it hold the same quantity as areas.
+    """
+    if "frame_confidence" in frame:
+        return frame["frame_confidence"]
+    like = frame["pred_area"] + frame["bg_doubt"]
+    return 1.0 if like == 0 else frame["pred_area"] / like
+
+
+def confidence_ranking(frames: list[dict[str, float]]) -> dict[str, float]:
+    """How well the frame confidence ranks frames by Dice: Spearman, and the least-confident 20 %."""
+    conf = [frame_confidence_of(f) for f in frames]
     dice = [f["binary_dice"] for f in frames]
     order = np.argsort(conf)
     worst = order[: max(1, len(order) // 5)]
@@ -449,7 +463,11 @@ def write_report(name: str, videos: list[str], results: list[dict], args: argpar
             f"{pm['confidence_spearman']} | {pm['dice_least_confident_20']} | {r['latency_ms']:.1f} | "
             f"{r['wall_min']:.1f} |"
         )
-    lines += ["", "Confidence: mean max-probability over the predicted instrument pixels (per frame).", ""]
+    lines += [
+        "",
+        "Confidence: the pipeline's frame confidence (instrument pixels / instrument-like pixels).",
+        "",
+    ]
     lines += curve_table(results)
     atomic_write_text(args.out / f"accuracy-folds-{name}.md", "\n".join(lines) + "\n")
     plot_curves(name, results, args.out / f"accuracy-folds-{name}.png")

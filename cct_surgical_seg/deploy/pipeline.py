@@ -46,6 +46,7 @@ class FrameResult:
     instruments: list[Instrument]
     disagreement: float | None
     timings_ms: dict[str, float] = field(default_factory=dict)  # pre, net, post, poses, total
+    frame_confidence: float = 1.0  # see frame_confidence()
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -89,6 +90,28 @@ def preprocess(rgb: np.ndarray, net_hw: tuple[int, int], pad: bool) -> np.ndarra
     else:
         image = rgb
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+#: a background pixel whose max probability is below this is "instrument-like" (p(instrument) > 0.2)
+DOUBT_BELOW = 0.8
+
+
+def frame_confidence(mask: np.ndarray, confidence: np.ndarray) -> float:
+    """How decisively the frame is segmented: instrument pixels / instrument-like pixels, in [0, 1].
+
+    Instrument-like pixels are the predicted instrument pixels plus the background pixels whose
+    instrument probability exceeds 0.2 (max probability below ``DOUBT_BELOW``). A frame whose
+    instruments are partly missed leaves them as doubtful background and scores low, whatever the
+    size of what was found; so does a frame with a wide band of doubt around thin instruments.
+    A frame with nothing instrument-like anywhere scores 1. Mean max-probability and the
+    auxiliary heads' disagreement grow with the predicted area instead, and rank frames the
+    wrong way on unseen video (docs/accuracy.md).
+    """
+    committed = mask > 0
+    doubtful = ~committed & (confidence < DOUBT_BELOW)
+    found = int(np.count_nonzero(committed))
+    like = found + int(np.count_nonzero(doubtful))
+    return 1.0 if like == 0 else found / like
 
 
 def postprocess(probs: np.ndarray, frame_hw: tuple[int, int], pad: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +184,9 @@ class SegmentationPipeline:
             "poses": (t4 - t3) * 1e3,
             "total": (t4 - t0) * 1e3,
         }
-        return FrameResult(mask, confidence, instruments, disagreement, timings)
+        return FrameResult(
+            mask, confidence, instruments, disagreement, timings, frame_confidence(mask, confidence)
+        )
 
 
 @dataclass(frozen=True)

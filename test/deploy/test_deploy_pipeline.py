@@ -9,7 +9,13 @@ import pytest
 from cct_surgical_seg.deploy.backends import create_backend
 from cct_surgical_seg.deploy.errors import ImageFormatError
 from cct_surgical_seg.deploy.overlay import class_palette, colorize_mask, draw_overlay
-from cct_surgical_seg.deploy.pipeline import SegmentationPipeline, network_size, postprocess, to_rgb
+from cct_surgical_seg.deploy.pipeline import (
+    SegmentationPipeline,
+    frame_confidence,
+    network_size,
+    postprocess,
+    to_rgb,
+)
 from cct_surgical_seg.deploy.poses import PoseParams
 
 GREY, RED = (220, 220, 215), (230, 30, 20)
@@ -50,6 +56,7 @@ def test_pipeline_finds_the_instrument_and_its_tip(rule_pipeline) -> None:
     assert inst.class_id == 1  # shaft pixels outnumber jaw pixels
     assert inst.tip[0] == pytest.approx(90, abs=2) and inst.entry[0] == pytest.approx(0, abs=2)
     assert inst.track_id >= 1 and inst.score > 0.99
+    assert result.frame_confidence == frame_confidence(result.mask, result.confidence) > 0.9
 
 
 def test_grayscale_and_rgba_inputs(rule_pipeline, rule_mask) -> None:
@@ -113,3 +120,14 @@ def test_overlay_draws_classes_and_instruments(rule_pipeline) -> None:
     assert not np.array_equal(out[result.mask == 1], rgb[result.mask == 1])
     assert colorize_mask(np.array([[0, 1, 2]], np.uint8), 3).tolist() == [class_palette(3).tolist()]
     assert len({tuple(c) for c in class_palette(8)}) == 8
+
+
+def test_frame_confidence_is_low_when_instrument_like_pixels_are_left_as_background() -> None:
+    mask = np.zeros((40, 60), np.uint8)
+    confidence = np.full((40, 60), 0.99, np.float32)
+    assert frame_confidence(mask, confidence) == 1.0  # nothing instrument-like: a sure empty frame
+    mask[10:20, 0:30] = 1
+    assert frame_confidence(mask, confidence) == 1.0  # found it all, background sure
+    confidence[10:20, 30:60] = 0.6  # the rest of the shaft: background, but doubtful
+    assert frame_confidence(mask, confidence) == pytest.approx(0.5)
+    assert frame_confidence(mask[:, :30], confidence[:, :30]) == 1.0  # the same instrument, small
