@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from cct_surgical_seg.train.appearance import AppearanceConfig
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -30,17 +32,6 @@ class PoissonSection:
     max_shift: float = 0.0
     flip_prob: float = 0.5
     margin: int = 3
-
-
-@dataclasses.dataclass
-class AppearanceSection:
-    enabled: bool = True
-    instrument: float = 0.6
-    tissue: float = 0.5
-    gamma: float = 0.5
-    fat: float = 0.3
-    highlights: float = 0.4
-    grayscale: float = 0.1
 
 
 @dataclasses.dataclass
@@ -76,7 +67,7 @@ class DataSection:
     num_workers: int = 2
     extra_unlabelled: list[str] = dataclasses.field(default_factory=list)
     video_stride: int = 10
-    appearance: AppearanceSection = dataclasses.field(default_factory=AppearanceSection)
+    appearance: AppearanceConfig = dataclasses.field(default_factory=AppearanceConfig)
     poisson: PoissonSection = dataclasses.field(default_factory=PoissonSection)
     synthetic: SyntheticSection = dataclasses.field(default_factory=SyntheticSection)
 

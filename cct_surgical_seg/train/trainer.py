@@ -45,7 +45,6 @@ from cct_surgical_seg.model.cct import AuxConfig, CCTModel, shared_features
 from cct_surgical_seg.model.checkpoint import CheckpointError, load_checkpoint, make_payload, save_checkpoint
 from cct_surgical_seg.model.config import ModelConfig
 from cct_surgical_seg.train import data as D
-from cct_surgical_seg.train.appearance import AppearanceConfig
 from cct_surgical_seg.train.config import ConfigError, TrainConfig, dump_config
 from cct_surgical_seg.train.losses import ConsistencyWeight, consistency_loss, supervised_loss
 from cct_surgical_seg.train.metrics import ConfusionMatrix, flat_metrics, summarize
@@ -442,7 +441,7 @@ class Trainer:
             d.saturation,
             d.hue,
             d.ignore_index,
-            AppearanceConfig(**dataclasses.asdict(d.appearance)),
+            d.appearance,
         )
         pin = self.device.type == "cuda"
         self.labelled = D.BatchStream(
