@@ -2,7 +2,8 @@
 
 ``cct-sim --bag`` and ``cct-bag`` write ROS 2 bags on machines without a ROS installation, so
 they build messages from the rosbags typestore of the targeted distribution (Kilted), extended
-with the vision_msgs definitions the node publishes (``~/detections``, ``~/label_info``).
+with the vision_msgs definitions the node publishes (``~/detections``, ``~/frame_confidence``,
+``~/label_info``).
 Unlike rclpy's classes, typestore classes take every field at construction: :meth:`BagTypes.new`
 fills the ones a builder leaves out with the definition's zero value.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.base import Nodetype
 
-# vision_msgs 4.x (the node's ~/detections and ~/label_info), comments stripped.
+# vision_msgs 4.x (the node's ~/detections, ~/frame_confidence and ~/label_info), comments stripped.
 _VISION_MSGS = {
     "Point2D": "float64 x\nfloat64 y\n",
     "Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
@@ -30,6 +31,7 @@ _VISION_MSGS = {
         "vision_msgs/BoundingBox2D bbox\nstring id\n"
     ),
     "Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "Classification": "std_msgs/Header header\nvision_msgs/ObjectHypothesis[] results\n",
     "VisionClass": "uint16 class_id\nstring class_name\n",
     "LabelInfo": "std_msgs/Header header\nvision_msgs/VisionClass[] class_map\nfloat32 threshold\n",
 }

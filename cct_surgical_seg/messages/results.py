@@ -17,6 +17,10 @@ One meaning per topic; every message carries the input image's header:
   undistorted with D. The depth is unknown from one mask, so the consumer scales the ray.
 * orientation, both: the shaft direction (entry side -> tip) as a rotation about the optical
   axis (+z) by ``atan2(dy, dx)``; x of the rotated frame points along the shaft.
+* ``frame_confidence`` (vision_msgs/Classification): one hypothesis, class ``frame_confidence``,
+  whose score in [0, 1] says how far the frame's mask can be trusted (instrument pixels /
+  instrument-like pixels, :func:`~cct_surgical_seg.deploy.pipeline.frame_confidence`): low when
+  instruments are partly missed. Stamped like the mask, so control can gate that frame's poses.
 * ``markers`` (visualization_msgs/MarkerArray): one DELETEALL (instruments that vanished
   disappear from RViz), then per instrument an arrow entry -> tip and a sphere at the tip,
   coloured by track id.
@@ -40,6 +44,7 @@ import numpy as np
 from cct_surgical_seg.messages.camera import CameraModel
 from cct_surgical_seg.messages.images import array_to_image
 from cct_surgical_seg.messages.types import (
+    CLASSIFICATION,
     DETECTION_ARRAY,
     LABEL_INFO,
     MARKER_ARRAY,
@@ -86,10 +91,12 @@ def reported_instruments(instruments: Sequence, score_threshold: float) -> list:
 def frame_messages(
     types: MessageTypes, result: Any, header: Any, camera: CameraModel | None, options: OutputOptions
 ) -> dict[str, Any]:
-    """Output name (``mask``, ``confidence``, ``detections``, ``instrument_rays``, ``markers``) ->
-    message for one :class:`~cct_surgical_seg.deploy.pipeline.FrameResult`.
+    """Output name (``mask``, ``confidence``, ``detections``, ``frame_confidence``,
+    ``instrument_rays``, ``markers``) -> message for one
+    :class:`~cct_surgical_seg.deploy.pipeline.FrameResult`.
 
-    ``instrument_rays`` only with a camera, ``detections`` only where vision_msgs exists.
+    ``instrument_rays`` only with a camera; ``detections`` and ``frame_confidence`` only where
+    vision_msgs exists.
     """
     instruments = reported_instruments(result.instruments, options.score_threshold)
     out = {
@@ -103,7 +110,17 @@ def frame_messages(
     )
     if types.has(DETECTION_ARRAY):
         out["detections"] = instruments_to_detections(types, instruments, header, options.class_names)
+    if types.has(CLASSIFICATION):
+        out["frame_confidence"] = frame_confidence_message(types, result.frame_confidence, header)
     return out
+
+
+def frame_confidence_message(types: MessageTypes, confidence: float, header: Any) -> Any:
+    """vision_msgs/Classification with one hypothesis ``frame_confidence`` scored ``confidence``."""
+    hypothesis = types.new(
+        "vision_msgs/msg/ObjectHypothesis", class_id="frame_confidence", score=float(confidence)
+    )
+    return types.new(CLASSIFICATION, header=header, results=[hypothesis])
 
 
 def mask_to_image(types: MessageTypes, mask: np.ndarray, header: Any) -> Any:

@@ -18,6 +18,7 @@ POSE_ARRAY = "geometry_msgs/msg/PoseArray"
 MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
 DETECTION_ARRAY = "vision_msgs/msg/Detection2DArray"
 LABEL_INFO = "vision_msgs/msg/LabelInfo"
+CLASSIFICATION = "vision_msgs/msg/Classification"
 
 
 class MessageTypes(Protocol):

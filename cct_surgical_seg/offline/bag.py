@@ -7,12 +7,13 @@ rosbags (no ROS installation needed), runs every image (``sensor_msgs/Image`` or
 pipeline :func:`~cct_surgical_seg.deploy.pipeline.build_pipeline` makes, and writes for each
 frame the messages ``segmentation_node`` publishes for it
 (:func:`~cct_surgical_seg.messages.results.frame_messages`: the same score filter, detections
-and markers): ``<prefix>/mask``, ``/confidence``, ``/detections``, ``/markers`` and, for frames
-with a valid CameraInfo, ``/instrument_rays``, stamped with the input header and written at the
-input's log time, plus a copy of the input topics unless ``--no-copy``. The CameraInfo comes
-from the ``camera_info`` topic beside the image topic (``--camera-info-topic``): the one with
-the frame's stamp, else the last valid one, as in the node. When the bag carries ground truth
-(as ``cct-sim --bag`` writes it), it prints Dice/IoU and tip error of what it wrote.
+and markers): ``<prefix>/mask``, ``/confidence``, ``/detections``, ``/frame_confidence``,
+``/markers`` and, for frames with a valid CameraInfo, ``/instrument_rays``, stamped with the input
+header and written at the input's log time, plus a copy of the input topics unless ``--no-copy``.
+The CameraInfo comes from the ``camera_info`` topic beside the image topic
+(``--camera-info-topic``): the one with the frame's stamp, else the last valid one, as in the
+node. When the bag carries ground truth (as ``cct-sim --bag`` writes it), it prints Dice/IoU
+and tip error of what it wrote.
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ Topics (``~/`` = ``<namespace>/segmentation_node/``; every output carries the in
        (``image:=/camera/image_raw``), as image_proc does; a CameraInfo is used for the frame
        with the same stamp, else the last valid one
   out  ~/mask (mono8 class ids, input size), ~/confidence (mono8|32FC1), ~/overlay (bgr8, only
-       drawn while subscribed), ~/detections (Detection2DArray, pixels), ~/instrument_rays
+       drawn while subscribed), ~/detections (Detection2DArray, pixels), ~/frame_confidence
+       (Classification, how far the frame's mask can be trusted), ~/instrument_rays
        (PoseArray, unit rays; only with a valid CameraInfo), ~/markers (MarkerArray),
        ~/label_info (LabelInfo, transient local), /diagnostics.
 """
@@ -152,9 +153,12 @@ class SegmentationNode(Node):
             "markers": self.create_lifecycle_publisher(MarkerArray, "~/markers", out),
         }
         if RCLPY_TYPES.has(DETECTION_ARRAY):  # vision_msgs is optional
-            from vision_msgs.msg import Detection2DArray, LabelInfo
+            from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
             self._pubs["detections"] = self.create_lifecycle_publisher(Detection2DArray, "~/detections", out)
+            self._pubs["frame_confidence"] = self.create_lifecycle_publisher(
+                Classification, "~/frame_confidence", out
+            )
             self._pubs["label_info"] = self.create_lifecycle_publisher(
                 LabelInfo, "~/label_info", qos.latched_qos()
             )

@@ -18,7 +18,7 @@ from rosbags.highlevel import AnyReader
 from cct_surgical_seg.deploy.pipeline import PipelineSettings, build_pipeline
 from cct_surgical_seg.messages import bag_types
 from cct_surgical_seg.messages.bag_types import stamp_ns
-from cct_surgical_seg.messages.types import DETECTION_ARRAY, IMAGE, MARKER_ARRAY, POSE_ARRAY
+from cct_surgical_seg.messages.types import CLASSIFICATION, DETECTION_ARRAY, IMAGE, MARKER_ARRAY, POSE_ARRAY
 from cct_surgical_seg.offline.bag import BagError, segment_bag
 from cct_surgical_seg.offline.bag import main as bag_main
 from cct_surgical_seg.offline.bag_io import atomic_bag_writer
@@ -103,6 +103,7 @@ def test_round_trip(tmp_path: Path, rule_onnx: Path, storage: str, extra: list[s
         "mask": IMAGE,
         "confidence": IMAGE,
         "detections": DETECTION_ARRAY,
+        "frame_confidence": CLASSIFICATION,
         "instrument_rays": POSE_ARRAY,  # the sim bag has a valid CameraInfo for every frame
         "markers": MARKER_ARRAY,
     }
@@ -124,7 +125,7 @@ def test_no_copy_writes_only_results(tmp_path: Path, sim_bag: Path, rule_onnx: P
     assert bag_main([str(sim_bag), str(out), "--model", str(rule_onnx), "--no-copy", "--quiet"]) == 0
     assert set(_read(out)) == {
         f"/segmentation_node/{name}"
-        for name in ("mask", "confidence", "detections", "instrument_rays", "markers")
+        for name in ("mask", "confidence", "detections", "frame_confidence", "instrument_rays", "markers")
     }
 
 

@@ -49,6 +49,7 @@ OUTPUTS = {
     "mask": Image,
     "confidence": Image,
     "detections": vision_msgs.Detection2DArray,
+    "frame_confidence": vision_msgs.Classification,
     "instrument_rays": PoseArray,
     "markers": MarkerArray,
 }

@@ -36,7 +36,7 @@ from ros_graph_utils import (
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from cct_surgical_seg.messages import images
 from cct_surgical_seg.ros import qos
@@ -112,6 +112,7 @@ def probe(node):
     p.collect("confidence", Image, f"{NODE}/confidence", reliable)
     p.collect("detections", Detection2DArray, f"{NODE}/detections", reliable)
     p.collect("rays", PoseArray, f"{NODE}/instrument_rays", reliable)
+    p.collect("frame_confidence", Classification, f"{NODE}/frame_confidence", reliable)
     p.collect("label_info", LabelInfo, f"{NODE}/label_info", qos.latched_qos())
     p.collect("diag", DiagnosticArray, "/diagnostics", 50)
     p.raw_pub = p.node.create_publisher(Image, IMAGE_TOPIC, qos.output_qos(10))
@@ -240,6 +241,12 @@ def test_mask_carries_the_input_stamp_size_and_expected_classes(probe, reference
     assert image_array(mask_msg)[40, 30] != 0 and image_array(mask_msg)[80, 120] == 0
     conf = wait_for(lambda: _with_stamp(probe, "confidence", header), 10, "confidence with the same stamp")
     assert (conf.width, conf.height, conf.header.frame_id) == (W, H, "endoscope_optical")
+    frame = wait_for(
+        lambda: _with_stamp(probe, "frame_confidence", header), 10, "frame confidence, same stamp"
+    )
+    [hypothesis] = frame.results
+    assert hypothesis.class_id == "frame_confidence"
+    assert hypothesis.score == pytest.approx(pipeline(rgb).frame_confidence, abs=1e-6)
 
 
 def test_overlay_is_drawn_once_someone_subscribes(probe, reference) -> None:
