@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,68 @@ class SegmentationPipeline:
 
     def __call__(self, rgb: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()
+        view = self._prepare(rgb)
+        t1 = time.perf_counter()
+        out = self.backend.infer(view.batch)
+        t2 = time.perf_counter()
+        return self._finish(view, out.probs[0], out.disagreement, 0, self.tracker, (t0, t1, t2))
+
+    def segment_views(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
+        """Segment several views of one instant (a stereo pair: left, right) in one network call.
+
+        All views go through the backend as one batch when their network sizes agree and the
+        backend takes that batch (``max_views_per_call``); otherwise in as few calls as it takes.
+        Each result equals what ``self(frame)`` gives for that view, except tracking: the first
+        view uses this pipeline's tracker, the other views are untracked (``track_id`` -1), so
+        the left stream keeps its track ids. Timings: ``pre``, ``post``, ``poses`` are the
+        view's own; ``net`` is the whole call that ran the view (shared by the views in it), and
+        ``total`` = pre + net + post + poses of the view.
+        """
+        views = [self._prepare(frame) for frame in frames]
+        results: list[FrameResult | None] = [None] * len(views)
+        for group in self._batches(views):
+            t1 = time.perf_counter()
+            out = self.backend.infer(np.concatenate([views[i].batch for i in group]))
+            t2 = time.perf_counter()
+            for row, i in enumerate(group):
+                t0 = t1 - views[i].pre_s
+                tracker = self.tracker if i == 0 else None
+                results[i] = self._finish(
+                    views[i], out.probs[row], out.disagreement, row, tracker, (t0, t1, t2)
+                )
+        return [r for r in results if r is not None]
+
+    def max_views_per_call(self) -> int | None:
+        """The largest batch the backend takes (None = no limit known).
+
+        cct-export models have a dynamic batch dimension, so ONNX Runtime and torch take any
+        batch; a TensorRT engine takes up to its profile's ``max_batch`` (the ``max_batch``
+        backend option, default 1: give 2 for stereo).
+        """
+        profile = getattr(self.backend, "profile", None)
+        if profile is None:
+            return None
+        try:
+            return max(1, int(profile[2][0]))
+        except (TypeError, IndexError, ValueError):
+            return 1
+
+    def _batches(self, views: list[_View]) -> list[list[int]]:
+        """View indices grouped into backend calls: same network input shape, at most the limit."""
+        limit = self.max_views_per_call() or len(views)
+        groups: list[list[int]] = []
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, view in enumerate(views):
+            group = by_shape.get(view.batch.shape)
+            if group is None or len(group) >= limit:
+                group = by_shape[view.batch.shape] = []
+                groups.append(group)
+            group.append(i)
+        return groups
+
+    def _prepare(self, rgb: np.ndarray) -> _View:
+        """Validate/convert one frame and make its 1,3,H,W network input."""
+        t0 = time.perf_counter()
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             rgb = to_rgb(rgb)  # validates and converts gray/RGBA; raises ImageFormatError otherwise
         frame_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
@@ -167,26 +229,44 @@ class SegmentationPipeline:
         pad = self.backend.info.input_size is None
         net_hw = network_size(frame_hw, self.backend.info.input_size)
         batch = preprocess(rgb, net_hw, pad)
-        t1 = time.perf_counter()
-        out = self.backend.infer(batch)
-        t2 = time.perf_counter()
-        mask, confidence = postprocess(out.probs[0], frame_hw, pad)
+        return _View(frame_hw, pad, batch, time.perf_counter() - t0)
+
+    def _finish(
+        self,
+        view: _View,
+        probs: np.ndarray,
+        disagreement: np.ndarray | None,
+        row: int,
+        tracker: InstrumentTracker | None,
+        times: tuple[float, float, float],
+    ) -> FrameResult:
+        """Probabilities of one view -> mask, confidence, instruments (tracked when given)."""
+        t0, t1, t2 = times
+        mask, confidence = postprocess(probs, view.frame_hw, view.pad)
         t3 = time.perf_counter()
         instruments = extract_instruments(mask, confidence, self.pose_params)
-        if self.tracker is not None:
-            instruments = self.tracker.update(instruments)
+        if tracker is not None:
+            instruments = tracker.update(instruments)
         t4 = time.perf_counter()
-        disagreement = None if out.disagreement is None else float(out.disagreement[0])
         timings = {
             "pre": (t1 - t0) * 1e3,
             "net": (t2 - t1) * 1e3,
             "post": (t3 - t2) * 1e3,
             "poses": (t4 - t3) * 1e3,
-            "total": (t4 - t0) * 1e3,
         }
-        return FrameResult(
-            mask, confidence, instruments, disagreement, timings, frame_confidence(mask, confidence)
-        )
+        timings["total"] = sum(timings.values())
+        score = None if disagreement is None else float(disagreement[row])
+        return FrameResult(mask, confidence, instruments, score, timings, frame_confidence(mask, confidence))
+
+
+@dataclass
+class _View:
+    """One frame ready for the network: its size, how it was fitted, the input, the prep time."""
+
+    frame_hw: tuple[int, int]
+    pad: bool
+    batch: np.ndarray  # float32 1,3,H,W
+    pre_s: float
 
 
 @dataclass(frozen=True)

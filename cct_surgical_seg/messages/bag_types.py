@@ -3,7 +3,7 @@
 ``cct-sim --bag`` and ``cct-bag`` write ROS 2 bags on machines without a ROS installation, so
 they build messages from the rosbags typestore of the targeted distribution (Kilted), extended
 with the vision_msgs definitions the node publishes (``~/detections``, ``~/frame_confidence``,
-``~/label_info``).
+``~/label_info``, and in stereo mode ``~/detections_3d``).
 Unlike rclpy's classes, typestore classes take every field at construction: :meth:`BagTypes.new`
 fills the ones a builder leaves out with the definition's zero value.
 """
@@ -17,7 +17,8 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.base import Nodetype
 
-# vision_msgs 4.x (the node's ~/detections, ~/frame_confidence and ~/label_info), comments stripped.
+# vision_msgs 4.x (the node's ~/detections, ~/frame_confidence, ~/label_info and ~/detections_3d),
+# comments stripped.
 _VISION_MSGS = {
     "Point2D": "float64 x\nfloat64 y\n",
     "Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
@@ -34,6 +35,12 @@ _VISION_MSGS = {
     "Classification": "std_msgs/Header header\nvision_msgs/ObjectHypothesis[] results\n",
     "VisionClass": "uint16 class_id\nstring class_name\n",
     "LabelInfo": "std_msgs/Header header\nvision_msgs/VisionClass[] class_map\nfloat32 threshold\n",
+    "BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    "Detection3D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox3D bbox\nstring id\n"
+    ),
+    "Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
 }
 
 _NUMPY_TYPES = {

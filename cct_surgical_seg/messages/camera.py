@@ -34,13 +34,14 @@ class CameraInfoError(ValueError):
 
 @dataclass(frozen=True)
 class CameraModel:
-    """Intrinsics from a validated sensor_msgs/CameraInfo; only what the tip ray needs."""
+    """A validated sensor_msgs/CameraInfo: intrinsics for the tip rays, P for stereo."""
 
     K: np.ndarray  # 3x3
     D: np.ndarray  # distortion coefficients (may be empty)
     model: str  # distortion_model
     width: int
     height: int
+    P: np.ndarray | None = None  # 3x4 projection of the rectified image (stereo: P[0, 3] = -fx * B)
 
     @classmethod
     def from_camera_info(cls, info) -> CameraModel:
@@ -60,7 +61,8 @@ class CameraModel:
             raise CameraInfoError("focal", f"CameraInfo focal lengths fx={K[0, 0]}, fy={K[1, 1]} must be > 0")
         model = str(info.distortion_model)
         _check_distortion(model, D)
-        camera = cls(K=K, D=D, model=model, width=int(info.width), height=int(info.height))
+        P = arrays["P"].reshape(3, 4) if arrays["P"].size == 12 else None
+        camera = cls(K=K, D=D, model=model, width=int(info.width), height=int(info.height), P=P)
         camera._check_rays()
         return camera
 

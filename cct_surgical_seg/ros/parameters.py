@@ -5,12 +5,13 @@ tests all need the same names, defaults and limits; one table keeps them from dr
 (test_ros_launch checks the YAML against it).
 
 Two kinds of parameter:
-- *run time* ones (thresholds, overlay switch, pixel budget) take effect on the next frame
-  and can be changed with ``ros2 param set`` at any time;
-- *structural* ones (model, backend, transport, QoS) can only change while the node is not
-  active: model/backend/threads take effect on the next ``configure``, transport/QoS on the next
-  ``activate``. Changing them while active is refused with a reason, because silently keeping
-  the old value would make ``ros2 param get`` lie.
+- *run time* ones (thresholds, overlay switch, pixel budget, stereo matching) take effect on
+  the next frame and can be changed with ``ros2 param set`` at any time;
+- *structural* ones (model, backend, transport, QoS, stereo mode) can only change while the
+  node is not active: model/backend/threads take effect on the next ``configure``,
+  transport/QoS/stereo/stereo_sync_tolerance on the next ``activate``. Changing them while
+  active is refused with a reason, because silently keeping the old value would make
+  ``ros2 param get`` lie.
 Numeric ranges are enforced by rclpy from the descriptor; choices and the structural rule by
 :func:`validate`, which the node registers as its set-parameters callback.
 """
@@ -149,6 +150,27 @@ SPECS: tuple[ParamSpec, ...] = (
         low=1e-3,
         high=10.0,
     ),
+    ParamSpec(
+        "stereo",
+        False,
+        "stereo mode: pair 'left/image' and 'right/image' (rectified, with 'left/camera_info' and "
+        "'right/camera_info') by stamp and publish ~/instrument_poses and ~/detections_3d in metres",
+    ),
+    ParamSpec(
+        "stereo_sync_tolerance",
+        0.0,
+        "stereo: largest left/right stamp difference that still pairs, seconds; 0 = equal stamps only",
+        low=0.0,
+        high=1.0,
+    ),
+    ParamSpec(
+        "stereo_matching",
+        "epipolar",
+        "stereo: epipolar = segment the left view, search each tip along its row of the right image; "
+        "batched = segment both views in one network call and match the instruments",
+        runtime=True,
+        choices=("epipolar", "batched"),
+    ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0),
     ParamSpec("autostart", True, "configure + activate on start; false = wait for lifecycle commands"),
 )
@@ -174,6 +196,9 @@ class Settings:
     confidence_encoding: str
     marker_pixel_size: float
     marker_ray_length: float
+    stereo: bool
+    stereo_sync_tolerance: float
+    stereo_matching: str
     diagnostics_period: float
     autostart: bool
 
@@ -208,6 +233,11 @@ def output_options(s: Settings, class_names: tuple[str, ...]) -> OutputOptions:
     )
 
 
+def sync_tolerance_ns(s: Settings) -> int:
+    """``stereo_sync_tolerance`` in nanoseconds, as the stereo pairer takes it."""
+    return round(s.stereo_sync_tolerance * 1e9)
+
+
 def validate(params, structural_locked: bool) -> SetParametersResult:
     """Refuse unknown choices, and structural changes while ``structural_locked`` (active).
 
@@ -225,7 +255,7 @@ def validate(params, structural_locked: bool) -> SetParametersResult:
             return SetParametersResult(
                 successful=False,
                 reason=f"{param.name} cannot change while the node is active; deactivate first "
-                "(model/backend apply on configure, transport/QoS on activate)",
+                "(model/backend apply on configure, transport/QoS/stereo on activate)",
             )
     return SetParametersResult(successful=True)
 

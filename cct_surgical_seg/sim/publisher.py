@@ -3,12 +3,24 @@
 Three outputs of one stream:
 
 * live (default): publishes ``sensor_msgs/Image`` (or ``CompressedImage``), ``CameraInfo``,
-  the ground-truth mask (mono8 class ids) and ground-truth tips (``PoseArray``, pixels, only
-  tips that are visible) at ``--rate``; with ``--clock`` it also publishes ``/clock`` and
-  stamps frames in simulated time (starting at ``--start-time``), for ``use_sim_time`` nodes;
+  the ground-truth mask (mono8 class ids), ground-truth tips (``PoseArray``, pixels, the tips
+  that are visible) and beside them ``hidden_tips`` (the instruments in view whose tip is not
+  visible, at the true tip clipped into the image) at ``--rate``; with ``--clock`` it also
+  publishes ``/clock`` and stamps frames in simulated time (starting at ``--start-time``), for
+  ``use_sim_time`` nodes;
 * ``--bag OUT``: the same messages written straight into a ROS 2 bag (mcap or sqlite3) with
   rosbags - no ROS graph, no rclpy, as fast as the frames render;
 * ``--dataset DIR``: image/mask files for ``cct-train`` (see :mod:`cct_surgical_seg.sim.dataset`).
+
+``--stereo`` (live and ``--bag``) publishes the rectified stereo pair instead, both eyes with one
+stamp (the topics of :class:`StereoTopics`; the ``--*-topic`` options name the mono topics):
+``/stereo/{left,right}/image_raw`` (or ``.../compressed``) and ``/stereo/{left,right}/camera_info``
+(same K, R identity, P = [K | 0] on the left and Tx = P[0, 3] = -f * B on the right: the
+simulated cameras have no distortion, so raw images are already rectified), the left view's
+truth as in mono mode under ``/stereo/gt/`` (``mask``, ``tips``, ``hidden_tips``), and
+``/stereo/gt/tips_3d`` (PoseArray in metres in the left optical frame: the visible tips, each
+oriented by the rotation taking +x onto the 3D shaft direction, as the node's
+``~/instrument_poses``).
 
 Exit codes: 0 done, or a live run ended by SIGINT/SIGTERM (as ROS nodes do); 1 no frame was
 published; 2 bad arguments or an existing output.
@@ -23,15 +35,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from cct_surgical_seg.messages import bag_types
+from cct_surgical_seg.messages.bag_types import BAG_TYPES
+from cct_surgical_seg.messages.stereo_results import shaft_quaternion
 from cct_surgical_seg.messages.types import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, POSE_ARRAY
+from cct_surgical_seg.metrics import clip_to_image
 from cct_surgical_seg.offline.bag_io import atomic_bag_writer
 from cct_surgical_seg.sim import bag_messages as bm
-from cct_surgical_seg.sim.scene import PALETTES, EndoscopeScene, SceneConfig, SceneFrame
+from cct_surgical_seg.sim.scene import PALETTES, EndoscopeScene, InstrumentTruth, SceneConfig, SceneFrame
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -39,6 +56,7 @@ DEFAULT_GT_MASK_TOPIC = "/camera/gt/mask"
 DEFAULT_GT_TIPS_TOPIC = "/camera/gt/tips"
 CLOCK_TOPIC = "/clock"
 FRAME_ID = "endoscope_optical_frame"
+STEREO_FRAME_IDS = ("endoscope_left_optical_frame", "endoscope_right_optical_frame")
 DEFAULT_START_TIME_S = 1_000.0  # simulated/bag time origin: far from wall time on purpose
 
 
@@ -49,6 +67,38 @@ class Topics:
     gt_mask: str = DEFAULT_GT_MASK_TOPIC
     gt_tips: str = DEFAULT_GT_TIPS_TOPIC
 
+    @property
+    def gt_hidden_tips(self) -> str:
+        """Beside ``gt_tips``: the instruments in view whose tip is not visible (see ``messages``)."""
+        return hidden_tips_topic(self.gt_tips)
+
+
+@dataclass(frozen=True)
+class StereoTopics:
+    """Where ``--stereo`` publishes: the pair, and the left view's truth."""
+
+    left_image: str = "/stereo/left/image_raw"
+    left_camera_info: str = "/stereo/left/camera_info"
+    right_image: str = "/stereo/right/image_raw"
+    right_camera_info: str = "/stereo/right/camera_info"
+    gt_mask: str = "/stereo/gt/mask"
+    gt_tips: str = "/stereo/gt/tips"
+    gt_tips_3d: str = "/stereo/gt/tips_3d"
+
+    @property
+    def gt_hidden_tips(self) -> str:
+        return hidden_tips_topic(self.gt_tips)
+
+
+def hidden_tips_topic(gt_tips: str) -> str:
+    return f"{gt_tips.rsplit('/', 1)[0]}/hidden_tips"
+
+
+def hidden_instruments(frame: SceneFrame) -> list[InstrumentTruth]:
+    """Instruments with pixels in view whose tip is not visible (out of view or hidden)."""
+    in_view = {int(v) - 1 for v in np.unique(frame.instance) if v}
+    return [i for i in frame.instruments if not i.tip_visible and i.index in in_view]
+
 
 @dataclass(frozen=True)
 class Message:
@@ -58,7 +108,8 @@ class Message:
 
 
 class SimStream:
-    """Renders frames and turns each into the list of serialised messages that describe it."""
+    """Renders frames (one per eye: one, or two with ``stereo``) and turns each instant into the
+    list of serialised messages that describe it."""
 
     def __init__(
         self,
@@ -67,6 +118,7 @@ class SimStream:
         encoding: str = "bgr8",
         compressed: bool = False,
         clock: bool = False,
+        stereo: StereoTopics | None = None,
     ) -> None:
         if encoding not in ("bgr8", "rgb8"):
             raise ValueError(f"encoding must be bgr8 or rgb8, not {encoding!r}")
@@ -75,42 +127,118 @@ class SimStream:
         self.encoding = encoding
         self.compressed = compressed
         self.clock = clock
+        self.stereo = stereo
+
+    def _image_topic(self, base: str) -> str:
+        return f"{base}/compressed" if self.compressed else base
 
     @property
     def image_topic(self) -> str:
-        return f"{self.topics.image}/compressed" if self.compressed else self.topics.image
+        """The image topic (stereo: the left one) live runs wait for subscribers on."""
+        return self._image_topic(self.topics.image if self.stereo is None else self.stereo.left_image)
 
     def connections(self) -> list[tuple[str, str]]:
         """(topic, msgtype) of every topic this stream writes, in a stable order."""
-        out = [
-            (self.image_topic, COMPRESSED_IMAGE if self.compressed else IMAGE),
-            (self.topics.camera_info, CAMERA_INFO),
-            (self.topics.gt_mask, IMAGE),
-            (self.topics.gt_tips, POSE_ARRAY),
-        ]
+        image = COMPRESSED_IMAGE if self.compressed else IMAGE
+        if self.stereo is None:
+            t = self.topics
+            out = [(self.image_topic, image), (t.camera_info, CAMERA_INFO)]
+        else:
+            t = self.stereo
+            out = [
+                (self._image_topic(t.left_image), image),
+                (t.left_camera_info, CAMERA_INFO),
+                (self._image_topic(t.right_image), image),
+                (t.right_camera_info, CAMERA_INFO),
+                (t.gt_tips_3d, POSE_ARRAY),
+            ]
+        out += [(t.gt_mask, IMAGE), (t.gt_tips, POSE_ARRAY), (t.gt_hidden_tips, POSE_ARRAY)]
         return ([(CLOCK_TOPIC, bm.CLOCK)] if self.clock else []) + out
 
-    def messages(self, frame: SceneFrame, stamp_ns: int) -> list[Message]:
-        hdr = bag_types.header(stamp_ns, FRAME_ID)
-        if self.compressed:
-            img = bm.compressed_image(frame.bgr, hdr)
+    def render(self, index: int) -> tuple[SceneFrame, ...]:
+        """Frame ``index`` through each eye: (frame,), or (left, right) of one scene state."""
+        if self.stereo is None:
+            return (self.scene.render(index),)
+        state = self.scene.state(index)
+        return self.scene.draw(state, 0), self.scene.draw(state, 1)
+
+    def messages(self, frames: Sequence[SceneFrame], stamp_ns: int) -> list[Message]:
+        """The serialised messages of one instant (``frames`` from :meth:`render`)."""
+        if self.stereo is None:
+            msgs = self._mono_messages(frames[0], stamp_ns)
         else:
-            img = bm.image(frame.bgr if self.encoding == "bgr8" else frame.rgb, self.encoding, hdr)
-        visible = [i for i in frame.instruments if i.tip_visible]
-        msgs = [
-            (self.image_topic, img),
-            (self.topics.camera_info, bm.camera_info(self.scene.intrinsics, hdr)),
-            (self.topics.gt_mask, bm.image(frame.mask, "mono8", hdr)),
-            (self.topics.gt_tips, bm.pose_array([i.tip for i in visible], [i.axis for i in visible], hdr)),
-        ]
+            msgs = self._stereo_messages(frames, stamp_ns, self.stereo)
         if self.clock:
             msgs.insert(0, (CLOCK_TOPIC, bm.clock(stamp_ns)))
         return [Message(topic, msg.__msgtype__, bag_types.serialize(msg)) for topic, msg in msgs]
 
-    def stamped_frames(self, count: int, start_ns: int) -> Iterator[tuple[int, SceneFrame]]:
+    def _image(self, frame: SceneFrame, hdr) -> object:
+        if self.compressed:
+            return bm.compressed_image(frame.bgr, hdr)
+        return bm.image(frame.bgr if self.encoding == "bgr8" else frame.rgb, self.encoding, hdr)
+
+    def _mono_messages(self, frame: SceneFrame, stamp_ns: int) -> list[tuple[str, object]]:
+        hdr = bag_types.header(stamp_ns, FRAME_ID)
+        t = self.topics
+        return [
+            (self.image_topic, self._image(frame, hdr)),
+            (t.camera_info, bm.camera_info(self.scene.intrinsics, hdr)),
+            *_truth_messages(frame, hdr, t.gt_mask, t.gt_tips, t.gt_hidden_tips),
+        ]
+
+    def _stereo_messages(
+        self, frames: Sequence[SceneFrame], stamp_ns: int, t: StereoTopics
+    ) -> list[tuple[str, object]]:
+        """Both eyes with one stamp and their own optical frames; truth in the left view's."""
+        left, right = frames
+        hdr_l, hdr_r = (bag_types.header(stamp_ns, frame_id) for frame_id in STEREO_FRAME_IDS)
+        return [
+            (self._image_topic(t.left_image), self._image(left, hdr_l)),
+            (t.left_camera_info, self._camera_info(0, hdr_l)),
+            (self._image_topic(t.right_image), self._image(right, hdr_r)),
+            (t.right_camera_info, self._camera_info(1, hdr_r)),
+            (t.gt_tips_3d, tips_3d(left, hdr_l)),
+            *_truth_messages(left, hdr_l, t.gt_mask, t.gt_tips, t.gt_hidden_tips),
+        ]
+
+    def _camera_info(self, eye: int, hdr) -> object:
+        """The eye's CameraInfo: the mono one with P of the rectified pair."""
+        info = bm.camera_info(self.scene.intrinsics, hdr)
+        return replace(info, p=np.asarray(self.scene.stereo_projection(eye), np.float64))
+
+    def stamped_frames(self, count: int, start_ns: int) -> Iterator[tuple[int, tuple[SceneFrame, ...]]]:
         period_ns = round(1e9 / self.scene.config.fps)
         for i in range(count):
-            yield start_ns + i * period_ns, self.scene.render(i)
+            yield start_ns + i * period_ns, self.render(i)
+
+
+def _truth_messages(
+    frame: SceneFrame, hdr, mask_topic: str, tips_topic: str, hidden_topic: str
+) -> list[tuple[str, object]]:
+    """Ground truth of one view: class mask, visible tips, tips of instruments hidden or cut off."""
+    visible = [i for i in frame.instruments if i.tip_visible]
+    hidden = hidden_instruments(frame)
+    h, w = frame.mask.shape
+    hidden_tips = [clip_to_image(i.tip, w, h) for i in hidden]
+    return [
+        (mask_topic, bm.image(frame.mask, "mono8", hdr)),
+        (tips_topic, bm.pose_array([i.tip for i in visible], [i.axis for i in visible], hdr)),
+        (hidden_topic, bm.pose_array(hidden_tips, [i.axis for i in hidden], hdr)),
+    ]
+
+
+def tips_3d(frame: SceneFrame, hdr) -> object:
+    """PoseArray of the visible tips in metres (left optical frame), +x along the 3D shaft."""
+    poses = [
+        BAG_TYPES.new(
+            "geometry_msgs/msg/Pose",
+            position=BAG_TYPES.new("geometry_msgs/msg/Point", x=i.tip_3d[0], y=i.tip_3d[1], z=i.tip_3d[2]),
+            orientation=shaft_quaternion(BAG_TYPES, i.shaft_axis_3d),
+        )
+        for i in frame.instruments
+        if i.tip_visible
+    ]
+    return BAG_TYPES.new(POSE_ARRAY, header=hdr, poses=poses)
 
 
 def write_bag(
@@ -131,14 +259,14 @@ def write_bag(
             topic: writer.add_connection(topic, msgtype, typestore=bag_types.typestore())
             for topic, msgtype in stream.connections()
         }
-        for stamp_ns, frame in tqdm(
+        for stamp_ns, views in tqdm(
             stream.stamped_frames(frames, start_ns),
             total=frames,
             desc="cct-sim",
             unit="frame",
             disable=not show_progress,
         ):
-            for msg in stream.messages(frame, stamp_ns):
+            for msg in stream.messages(views, stamp_ns):
                 writer.write(conns[msg.topic], stamp_ns, msg.data)
                 written += 1
     return written
@@ -203,11 +331,11 @@ def run_live(
         period_ns = round(1e9 / stream.scene.config.fps)
         next_tick = time.monotonic()
         while rclpy.ok() and (frames is None or sent < frames):
-            frame = stream.scene.render(sent)
+            views = stream.render(sent)
             stamp = (
                 start_ns + sent * period_ns if start_ns is not None else node.get_clock().now().nanoseconds
             )
-            for msg in stream.messages(frame, stamp):
+            for msg in stream.messages(views, stamp):
                 pubs[msg.topic].publish(msg.data)
             sent += 1
             next_tick += period
@@ -258,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("bgr8", "rgb8"), default="bgr8")
     p.add_argument(
         "--compressed", action="store_true", help="CompressedImage (jpeg) on <image-topic>/compressed"
+    )
+    p.add_argument(
+        "--stereo",
+        action="store_true",
+        help="publish the stereo pair and its truth under /stereo/ (left/right image_raw and "
+        "camera_info, gt/tips_3d in metres) instead of the mono topics",
     )
     p.add_argument(
         "--clock",
@@ -321,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset is not None:
         return _main_dataset(args)
     topics = Topics(args.image_topic, args.camera_info_topic, args.gt_mask_topic, args.gt_tips_topic)
-    stream = SimStream(config, topics, args.encoding, args.compressed, clock=args.clock)
+    stereo = StereoTopics() if args.stereo else None
+    stream = SimStream(config, topics, args.encoding, args.compressed, clock=args.clock, stereo=stereo)
     start_ns = round(args.start_time * 1e9)
     if args.bag is not None:
         frames = _frame_count(args, default=round(10 * args.fps))

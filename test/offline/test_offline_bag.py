@@ -66,6 +66,7 @@ def test_sim_bag_contents(sim_bag: Path) -> None:
         "/camera/camera_info": FRAMES,
         "/camera/gt/mask": FRAMES,
         "/camera/gt/tips": FRAMES,
+        "/camera/gt/hidden_tips": FRAMES,
     }
     for msgtype, logtime, msg in topics["/camera/image_raw"]:
         assert msgtype == IMAGE and msg.encoding == "bgr8" and (msg.width, msg.height) == (160, 128)
