@@ -10,7 +10,11 @@ installed; training accumulates its matrix in torch (for DDP) and summarises it 
 
 Tip error: predicted tips are matched to true tips greedily by distance (few, well separated
 tools) within ``max_match_px``; a true tip without a match is missed, an extra prediction is a
-false alarm, and the error is the pixel distance of matched pairs.
+false alarm, and the error is the pixel distance of matched pairs. Only visible true tips count
+for the error. The ``tip_visible`` flag is scored separately: every instrument in view (visible
+tips, and hidden ones at their true tip clipped into the image, where the estimate of a tool
+that leaves the view lands) is matched to a prediction the same way, and a matched pair scores
+when the predicted flag equals the truth.
 """
 
 from __future__ import annotations
@@ -136,8 +140,10 @@ class ConfusionMatrix:
         return summarize(self.matrix, class_names)
 
 
-def match_tips(predicted: Sequence[Point], truth: Sequence[Point], max_match_px: float) -> list[float]:
-    """Distances of greedily matched (prediction, truth) pairs, nearest first."""
+def match_pairs(
+    predicted: Sequence[Point], truth: Sequence[Point], max_match_px: float
+) -> list[tuple[float, int, int]]:
+    """Greedily matched ``(distance, prediction index, truth index)``, nearest first."""
     pairs = sorted((math.dist(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth))
     used_p: set[int] = set()
     used_t: set[int] = set()
@@ -147,8 +153,18 @@ def match_tips(predicted: Sequence[Point], truth: Sequence[Point], max_match_px:
             continue
         used_p.add(i)
         used_t.add(j)
-        out.append(dist)
+        out.append((dist, i, j))
     return out
+
+
+def match_tips(predicted: Sequence[Point], truth: Sequence[Point], max_match_px: float) -> list[float]:
+    """Distances of greedily matched (prediction, truth) pairs, nearest first."""
+    return [dist for dist, _, _ in match_pairs(predicted, truth, max_match_px)]
+
+
+def clip_to_image(point: Point, width: int, height: int) -> Point:
+    """The point of the image rectangle (pixel centres) nearest to ``point``."""
+    return (min(max(point[0], 0.0), width - 1.0), min(max(point[1], 0.0), height - 1.0))
 
 
 @dataclass
@@ -159,11 +175,28 @@ class TipErrors:
     errors: list[float] = field(default_factory=list)
     truths: int = 0
     predictions: int = 0
+    flags_matched: int = 0
+    flags_correct: int = 0
 
-    def update(self, predicted: Sequence[Point], truth: Sequence[Point]) -> None:
+    def update(
+        self,
+        predicted: Sequence[Point],
+        truth: Sequence[Point],
+        predicted_visible: Sequence[bool] | None = None,
+        hidden: Sequence[Point] = (),
+    ) -> None:
+        """``truth``: the visible true tips; ``hidden``: true tips of instruments in view whose tip
+        is not visible, already clipped into the image (:func:`clip_to_image`).
+        ``predicted_visible``: the predictions' ``tip_visible`` flags (None: not scored)."""
         self.errors.extend(match_tips(predicted, truth, self.max_match_px))
         self.truths += len(truth)
         self.predictions += len(predicted)
+        if predicted_visible is None:
+            return
+        truth_flags = [True] * len(truth) + [False] * len(hidden)
+        for _, i, j in match_pairs(predicted, [*truth, *hidden], self.max_match_px):
+            self.flags_matched += 1
+            self.flags_correct += int(bool(predicted_visible[i]) == truth_flags[j])
 
     @property
     def matched(self) -> int:
@@ -183,11 +216,21 @@ class TipErrors:
     def median(self) -> float:
         return float(np.median(self.errors)) if self.errors else math.nan
 
+    def p95(self) -> float:
+        return float(np.percentile(self.errors, 95)) if self.errors else math.nan
+
+    def visible_flag_accuracy(self) -> float:
+        """Share of matched instruments whose ``tip_visible`` flag is right (NaN if none scored)."""
+        return _ratio(self.flags_correct, self.flags_matched)
+
     def summary(self) -> dict[str, float | int]:
         return {
             "mean": self.mean(),
             "median": self.median(),
+            "p95": self.p95(),
             "matched": self.matched,
             "missed": self.missed,
             "false_alarms": self.false_alarms,
+            "visible_flag_accuracy": self.visible_flag_accuracy(),
+            "visible_flag_scored": self.flags_matched,
         }

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cct_surgical_seg.metrics import ConfusionMatrix, TipErrors, match_tips
+from cct_surgical_seg.metrics import ConfusionMatrix, TipErrors, clip_to_image, match_tips
 
 NAMES = ("background", "shaft", "manipulator")
 
@@ -49,3 +49,17 @@ def test_tip_matching_pairs_nearest_within_radius() -> None:
     assert (tips.matched, tips.missed, tips.false_alarms) == (1, 1, 1)
     assert tips.median() == 5.0
     assert math.isnan(TipErrors().mean())
+
+
+def test_visible_flag_scored_against_visible_and_hidden_truth() -> None:
+    tips = TipErrors(max_match_px=30)
+    # truth: one visible tip at (10, 10); one hidden tip outside the view, clipped to (99, 50)
+    hidden = [clip_to_image((140.0, 50.0), width=100, height=80)]
+    assert hidden == [(99.0, 50.0)]
+    tips.update([(12, 10), (97, 52)], [(10, 10)], predicted_visible=[True, True], hidden=hidden)
+    assert tips.errors == [2.0]  # the hidden tip is not part of the error
+    assert (tips.flags_matched, tips.flags_correct) == (2, 1)  # the border tip was called visible
+    tips.update([(97, 52)], [], predicted_visible=[False], hidden=hidden)
+    assert tips.visible_flag_accuracy() == pytest.approx(2 / 3)
+    assert tips.summary()["p95"] == 2.0
+    assert math.isnan(TipErrors().visible_flag_accuracy())

@@ -11,7 +11,11 @@ One meaning per topic; every message carries the input image's header:
 * ``confidence`` (mono8 with 255 = 1, or 32FC1): the maximum class probability per pixel.
 * ``detections`` (vision_msgs/Detection2DArray): the instruments in **pixels** - bounding box,
   class, score, track id; ``results[0].pose.pose`` is the tip ``(x, y, 0)`` (x right, y down,
-  origin at the centre of the top-left pixel) with the shaft direction as orientation.
+  origin at the centre of the top-left pixel) with the shaft direction as orientation, and
+  ``results[0].pose.covariance`` says whether the tip is seen: a visible tip has a standard
+  deviation of ``TIP_STD_PX`` in x and y; a tip that is not visible (the tool leaves the view,
+  or its jaws are hidden) has ``HIDDEN_TIP_STD_PX`` along the shaft, because the reported point
+  is only where the instrument stops being seen (:func:`tip_visible`).
 * ``instrument_rays`` (geometry_msgs/PoseArray), only for frames with a valid CameraInfo: the
   tip as a **unit ray** in the camera optical frame (z forward, x right, y down, z > 0),
   undistorted with D. The depth is unknown from one mask, so the consumer scales the ray.
@@ -23,7 +27,7 @@ One meaning per topic; every message carries the input image's header:
   instruments are partly missed. Stamped like the mask, so control can gate that frame's poses.
 * ``markers`` (visualization_msgs/MarkerArray): one DELETEALL (instruments that vanished
   disappear from RViz), then per instrument an arrow entry -> tip and a sphere at the tip,
-  coloured by track id.
+  coloured by track id; the sphere of a tip that is not visible is translucent.
 
 Only instruments whose score reaches ``score_threshold`` are reported (detections, rays,
 markers); the mask and confidence cover every pixel.
@@ -51,6 +55,31 @@ from cct_surgical_seg.messages.types import (
     POSE_ARRAY,
     MessageTypes,
 )
+
+#: standard deviation (pixels) of a visible tip's position, from the simulator benchmark
+TIP_STD_PX = 4.0
+#: ... and along the shaft of a tip that is not visible: it lies somewhere beyond the point seen
+HIDDEN_TIP_STD_PX = 1000.0
+
+
+def tip_covariance(axis: Sequence[float], visible: bool) -> np.ndarray:
+    """Row-major 6x6 pose covariance (x, y, z, rot x, rot y, rot z) of a tip in pixels.
+
+    Position: isotropic ``TIP_STD_PX`` when visible; otherwise ``HIDDEN_TIP_STD_PX`` along the
+    shaft ``axis`` and ``TIP_STD_PX`` across it. z and the rotations are left at 0 (unused).
+    """
+    along = HIDDEN_TIP_STD_PX if not visible else TIP_STD_PX
+    u = np.asarray(axis, dtype=np.float64)
+    u = u / max(float(np.linalg.norm(u)), 1e-12)
+    xy = along**2 * np.outer(u, u) + TIP_STD_PX**2 * (np.eye(2) - np.outer(u, u))
+    cov = np.zeros((6, 6))
+    cov[:2, :2] = xy
+    return cov.reshape(-1)
+
+
+def tip_visible(covariance: Sequence[float]) -> bool:
+    """Whether a detection's tip pose covariance (from :func:`tip_covariance`) marks a visible tip."""
+    return float(covariance[0]) + float(covariance[7]) < 2 * TIP_STD_PX**2 + 1.0
 
 
 def yaw_quaternion(types: MessageTypes, dx: float, dy: float) -> Any:
@@ -199,13 +228,14 @@ def instruments_to_markers(
     for i, inst in enumerate(instruments):
         r, g, b = TRACK_COLOURS[int(inst.track_id) % len(TRACK_COLOURS)]
         color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0)
+        tip_color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0 if inst.tip_visible else 0.3)
         entry, tip = points[2 * i], points[2 * i + 1]
         arrow_points = [_point(types, entry), _point(types, tip)]
         arrow_scale = (size * 0.5, size, size * 1.5)
         markers.append(
             marker(2 * i, _ARROW, _ADD, (0.0, 0.0, 0.0), arrow_scale, points=arrow_points, color=color)
         )
-        markers.append(marker(2 * i + 1, _SPHERE, _ADD, tip, (size * 2.0,) * 3, color=color))
+        markers.append(marker(2 * i + 1, _SPHERE, _ADD, tip, (size * 2.0,) * 3, color=tip_color))
     return types.new(MARKER_ARRAY, markers=markers)
 
 
@@ -213,7 +243,8 @@ def instruments_to_detections(
     types: MessageTypes, instruments: Sequence, header: Any, class_names: Sequence[str]
 ) -> Any:
     """vision_msgs/Detection2DArray in pixels: bbox centre/size, class name, score, track id, and
-    the tip ``(x, y, 0)`` with the shaft direction as the hypothesis pose."""
+    the tip ``(x, y, 0)`` with the shaft direction as the hypothesis pose, its covariance telling
+    a visible tip from a hidden one (:func:`tip_covariance`)."""
     detections = []
     for inst in instruments:
         x, y, w, h = (float(v) for v in inst.bbox)
@@ -228,7 +259,11 @@ def instruments_to_detections(
         result = types.new(
             "vision_msgs/msg/ObjectHypothesisWithPose",
             hypothesis=hypothesis,
-            pose=types.new("geometry_msgs/msg/PoseWithCovariance", pose=pose),
+            pose=types.new(
+                "geometry_msgs/msg/PoseWithCovariance",
+                pose=pose,
+                covariance=tip_covariance(inst.axis, inst.tip_visible),
+            ),
         )
         centre = types.new(
             "vision_msgs/msg/Pose2D",

@@ -12,8 +12,9 @@ and markers): ``<prefix>/mask``, ``/confidence``, ``/detections``, ``/frame_conf
 header and written at the input's log time, plus a copy of the input topics unless ``--no-copy``.
 The CameraInfo comes from the ``camera_info`` topic beside the image topic
 (``--camera-info-topic``): the one with the frame's stamp, else the last valid one, as in the
-node. When the bag carries ground truth (as ``cct-sim --bag`` writes it), it prints Dice/IoU
-and tip error of what it wrote.
+node. When the bag carries ground truth (as ``cct-sim --bag`` writes it), it prints Dice/IoU,
+tip error (median, p95) and, with the ``hidden_tips`` topic beside the truth tips, how often
+the ``tip_visible`` flag is right.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class InputTopics:
     camera_info: Any
     gt_mask: Any
     gt_tips: Any
+    gt_hidden_tips: Any = None  # the ``hidden_tips`` topic beside ``gt_tips``, as cct-sim writes it
 
     @classmethod
     def pick(
@@ -107,15 +109,20 @@ class InputTopics:
             camera_info = f"{base.rsplit('/', 1)[0]}/camera_info"
         elif camera_info and camera_info not in by_topic:
             raise BagError(f"camera info topic {camera_info} is not in the bag")
+        hidden = f"{gt_tips.rsplit('/', 1)[0]}/hidden_tips" if gt_tips in by_topic else None
         return cls(
             image_conn,
             by_topic.get(camera_info) if camera_info else None,
             by_topic.get(gt_mask) if gt_mask else None,
             by_topic.get(gt_tips) if gt_tips else None,
+            by_topic.get(hidden) if hidden else None,
         )
 
+    def truth(self) -> tuple[Any, ...]:
+        return (self.gt_mask, self.gt_tips, self.gt_hidden_tips)
+
     def used(self) -> list[Any]:
-        return [c for c in (self.image, self.camera_info, self.gt_mask, self.gt_tips) if c is not None]
+        return [c for c in (self.image, self.camera_info, *self.truth()) if c is not None]
 
 
 def read_cameras(reader: AnyReader, conn: Any, report: BagReport) -> dict[int, CameraModel]:
@@ -144,19 +151,29 @@ class Scorer:
             report.segmentation = ConfusionMatrix(num_classes=max(3, len(report.class_names)))
         if topics.gt_tips is not None:
             report.tips = TipErrors()
+        self.with_hidden = topics.gt_hidden_tips is not None
         self.masks: dict[int, Any] = {}
         self.tips: dict[int, list] = {}
+        self.hidden: dict[int, list] = {}
         self.predictions: dict[int, tuple] = {}
 
     def add(self, buffer: dict[int, Any], stamp: int, value: Any) -> None:
         buffer[stamp] = value
         pred = self.predictions.get(stamp)
         if pred is not None:
+            mask, tips, flags = pred
             if self.report.segmentation is not None and stamp in self.masks:
-                self.report.segmentation.update(pred[0], self.masks.pop(stamp))
-            if self.report.tips is not None and stamp in self.tips:
-                self.report.tips.update(pred[1], self.tips.pop(stamp))
-        for buf in (self.masks, self.tips, self.predictions):
+                self.report.segmentation.update(mask, self.masks.pop(stamp))
+            if (
+                self.report.tips is not None
+                and stamp in self.tips
+                and (stamp in self.hidden or not self.with_hidden)
+            ):
+                hidden = self.hidden.pop(stamp, None)
+                self.report.tips.update(
+                    tips, self.tips.pop(stamp), flags if self.with_hidden else None, hidden or ()
+                )
+        for buf in (self.masks, self.tips, self.hidden, self.predictions):
             while len(buf) > self.KEEP:
                 buf.pop(next(iter(buf)))
 
@@ -180,7 +197,7 @@ class BagSegmenter:
 
     def handle(self, reader: AnyReader, conn: Any, logtime: int, raw: bytes, output: BagOutput) -> None:
         t = self.topics
-        if conn not in (t.image, t.camera_info, t.gt_mask, t.gt_tips):
+        if conn not in (t.image, t.camera_info, *t.truth()):
             return
         msg = reader.deserialize(raw, conn.msgtype)
         stamp = stamp_ns(msg.header.stamp)
@@ -191,7 +208,8 @@ class BagSegmenter:
         elif conn is t.gt_mask:
             self.scorer.add(self.scorer.masks, stamp, message_to_rgb(msg)[:, :, 0].copy())
         else:
-            self.scorer.add(self.scorer.tips, stamp, [(p.position.x, p.position.y) for p in msg.poses])
+            points = [(p.position.x, p.position.y) for p in msg.poses]
+            self.scorer.add(self.scorer.tips if conn is t.gt_tips else self.scorer.hidden, stamp, points)
 
     def segment(self, msg: Any, stamp: int, logtime: int, output: BagOutput) -> None:
         try:
@@ -205,8 +223,9 @@ class BagSegmenter:
         camera = self.cameras.get(stamp, self.last_camera)
         for name, out_msg in frame_messages(BAG_TYPES, result, msg.header, camera, self.options).items():
             output.write(f"{self.prefix}/{name}", logtime, out_msg)
-        tips = [i.tip for i in reported_instruments(result.instruments, self.options.score_threshold)]
-        self.scorer.add(self.scorer.predictions, stamp, (result.mask, tips))
+        reported = reported_instruments(result.instruments, self.options.score_threshold)
+        tips, flags = [i.tip for i in reported], [i.tip_visible for i in reported]
+        self.scorer.add(self.scorer.predictions, stamp, (result.mask, tips, flags))
 
 
 def _messages(reader: AnyReader, conns: list[Any], show_progress: bool) -> Iterator[tuple[Any, int, bytes]]:

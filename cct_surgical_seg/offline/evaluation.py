@@ -45,8 +45,10 @@ def summary_rows(seg: ConfusionMatrix, tips: TipErrors, class_names: Sequence[st
             continue
         name = class_names[c] if c < len(class_names) else f"class {c}"
         rows.append((f"{name} Dice / IoU", f"{d:.3f} / {i:.3f}"))
-    rows.append(("tip error mean / median (px)", f"{tips.mean():.1f} / {tips.median():.1f}"))
+    rows.append(("tip error median / p95 (px)", f"{tips.median():.1f} / {tips.p95():.1f}"))
     rows.append(("tips matched / missed / extra", f"{tips.matched} / {tips.missed} / {tips.false_alarms}"))
+    if tips.flags_matched:
+        rows.append(("tip_visible right", f"{tips.visible_flag_accuracy():.1%} of {tips.flags_matched}"))
     return rows
 
 

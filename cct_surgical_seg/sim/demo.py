@@ -6,8 +6,9 @@ Runs ``ros2 launch`` on demo.launch.py - the one definition of the demo graph, s
 and QoS - on a private ROS domain (localhost discovery, the repository's Fast DDS shared-memory
 profile), listens to the graph from this process, and once the simulator's ``--duration``
 seconds of frames went through prints per-frame latency (image stamp -> mask received),
-Dice/IoU against the simulator's ground-truth masks, and tip error against its ground-truth
-tips; saves an overlay strip (PNG), a JSON summary and optionally an mp4.
+Dice/IoU against the simulator's ground-truth masks, tip error (median, p95) against its
+ground-truth tips and how often the node's ``tip_visible`` flag is right; saves an overlay
+strip (PNG), a JSON summary and optionally an mp4.
 
 Why separate processes and a real graph: that is how the node runs on a robot, so the demo
 exercises discovery, QoS matching, serialisation and the node's threading, not just the
@@ -44,6 +45,7 @@ from cct_surgical_seg.deploy.backends import KINDS
 from cct_surgical_seg.deploy.overlay import draw_overlay
 from cct_surgical_seg.io_utils import atomic_write_bytes, atomic_write_json
 from cct_surgical_seg.messages.images import image_to_rgb
+from cct_surgical_seg.messages.results import tip_visible
 from cct_surgical_seg.metrics import binary_dice_iou, dice_iou
 from cct_surgical_seg.offline.evaluation import (
     ConfusionMatrix,
@@ -58,6 +60,7 @@ from cct_surgical_seg.sim.publisher import (
     DEFAULT_GT_MASK_TOPIC,
     DEFAULT_GT_TIPS_TOPIC,
     DEFAULT_IMAGE_TOPIC,
+    hidden_tips_topic,
 )
 
 DEMO_LAUNCH = ("launch", "demo.launch.py")
@@ -87,8 +90,10 @@ class Collected:
     images: dict[int, np.ndarray] = field(default_factory=dict)
     gt_masks: dict[int, np.ndarray] = field(default_factory=dict)
     gt_tips: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    gt_hidden: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     tips: dict[int, list[tuple[float, float, float]]] = field(default_factory=dict)
+    tip_flags: dict[int, list[bool]] = field(default_factory=dict)
     latency_ms: dict[int, float] = field(default_factory=dict)
     k: tuple[float, ...] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,6 +112,7 @@ class Listener:
         sub(Image, DEFAULT_IMAGE_TOPIC, self._on_image, reliable)
         sub(Image, DEFAULT_GT_MASK_TOPIC, self._on_gt_mask, reliable)
         sub(PoseArray, DEFAULT_GT_TIPS_TOPIC, self._on_gt_tips, reliable)
+        sub(PoseArray, hidden_tips_topic(DEFAULT_GT_TIPS_TOPIC), self._on_gt_hidden, reliable)
         sub(CameraInfo, DEFAULT_CAMERA_INFO_TOPIC, self._on_info, reliable)
         sub(Image, f"{node_prefix}/mask", self._on_mask, reliable)
         sub(Detection2DArray, f"{node_prefix}/detections", self._on_detections, reliable)
@@ -128,6 +134,10 @@ class Listener:
         with self.data.lock:
             self.data.gt_tips[self._stamp(msg)] = [(p.position.x, p.position.y) for p in msg.poses]
 
+    def _on_gt_hidden(self, msg) -> None:
+        with self.data.lock:
+            self.data.gt_hidden[self._stamp(msg)] = [(p.position.x, p.position.y) for p in msg.poses]
+
     def _on_info(self, msg) -> None:
         self.data.k = tuple(float(v) for v in msg.k)
 
@@ -139,10 +149,14 @@ class Listener:
             self.data.latency_ms[stamp] = (now - stamp) / 1e6
 
     def _on_detections(self, msg) -> None:
-        """Tips in pixels: the pose of each detection's hypothesis (``messages.results``)."""
-        tips = [det.results[0].pose.pose.position for det in msg.detections if det.results]
+        """Tips in pixels: the pose of each detection's hypothesis, and whether it is visible
+        (its covariance, ``messages.results``)."""
+        poses = [det.results[0].pose for det in msg.detections if det.results]
         with self.data.lock:
-            self.data.tips[self._stamp(msg)] = [(p.x, p.y, p.z) for p in tips]
+            self.data.tips[self._stamp(msg)] = [
+                (p.pose.position.x, p.pose.position.y, p.pose.position.z) for p in poses
+            ]
+            self.data.tip_flags[self._stamp(msg)] = [tip_visible(p.covariance) for p in poses]
 
     def spin_until(self, done, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -160,7 +174,10 @@ def score(data: Collected, class_names: tuple[str, ...]) -> tuple[ConfusionMatri
     for stamp in scored:
         seg.update(data.masks[stamp], data.gt_masks[stamp])
         if stamp in data.tips and stamp in data.gt_tips:
-            tips.update(pose_positions_to_pixels(data.tips[stamp], data.k), data.gt_tips[stamp])
+            pred = pose_positions_to_pixels(data.tips[stamp], data.k)
+            hidden = data.gt_hidden.get(stamp)
+            flags = data.tip_flags[stamp] if hidden is not None else None
+            tips.update(pred, data.gt_tips[stamp], flags, hidden or ())
     return seg, tips, scored
 
 
@@ -362,10 +379,13 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
             "tip_error_px": {
                 "mean": _f(tips.mean()),
                 "median": _f(tips.median()),
+                "p95": _f(tips.p95()),
                 "matched": tips.matched,
                 "missed": tips.missed,
                 "extra": tips.false_alarms,
             },
+            "tip_visible_accuracy": _f(tips.visible_flag_accuracy()),
+            "tip_visible_scored": tips.flags_matched,
             "model": str(args.model or demo_model()),
         },
     )

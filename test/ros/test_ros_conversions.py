@@ -163,8 +163,10 @@ def test_array_to_image_encodings_and_header() -> None:
 class _Inst:
     """Duck-typed deploy.Instrument (same fields), so this module does not need deploy."""
 
-    def __init__(self, tip, entry, axis, track_id=3, class_id=1, score=0.9, bbox=(10, 20, 30, 40)):
-        self.tip, self.entry, self.axis = tip, entry, axis
+    def __init__(
+        self, tip, entry, axis, track_id=3, class_id=1, score=0.9, bbox=(10, 20, 30, 40), tip_visible=True
+    ):
+        self.tip, self.entry, self.axis, self.tip_visible = tip, entry, axis, tip_visible
         self.track_id, self.class_id, self.score, self.bbox = track_id, class_id, score, bbox
         self.area_px, self.centroid = 500, tip
 
@@ -261,9 +263,24 @@ def test_detections_and_label_info() -> None:
     )
     d = dets.detections[0]
     assert d.id == "7" and d.results[0].hypothesis.class_id == "jaw"
+    assert results.tip_visible(d.results[0].pose.covariance)
     assert d.results[0].hypothesis.score == pytest.approx(0.8)
     assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x) == (25.0, 40.0, 30.0)
     info = results.label_info(RCLPY_TYPES, ("background", "shaft"), 0.5, Header(frame_id="cam"))
     assert info.header.frame_id == "cam"
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, "background"), (1, "shaft")]
     assert info.threshold == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(not RCLPY_TYPES.has(DETECTION_ARRAY), reason="vision_msgs not installed")
+def test_a_hidden_tip_is_uncertain_along_the_shaft_only() -> None:
+    axis = (0.6, 0.8)
+    hidden = _Inst(tip=(50.0, 60.0), entry=(0.0, 0.0), axis=axis, tip_visible=False)
+    dets = results.instruments_to_detections(RCLPY_TYPES, [hidden], Header(), ("background", "shaft"))
+    cov = np.asarray(dets.detections[0].results[0].pose.covariance).reshape(6, 6)
+    assert not results.tip_visible(cov.reshape(-1))
+    along, across = np.asarray(axis), np.asarray((-axis[1], axis[0]))
+    assert along @ cov[:2, :2] @ along == pytest.approx(results.HIDDEN_TIP_STD_PX**2)
+    assert across @ cov[:2, :2] @ across == pytest.approx(results.TIP_STD_PX**2)
+    markers = results.instruments_to_markers(RCLPY_TYPES, [hidden], Header()).markers
+    assert markers[2].color.a < 0.5 < markers[1].color.a  # translucent tip sphere, solid arrow
