@@ -24,7 +24,9 @@ instrument class counts together, so a shaft and its jaws form one region):
   image centre towards the nearer one (tools reach in towards the site the endoscope centres).
 * entry point = the point of the axis line at the smallest projection of the region's outline.
 * tip, with jaws: start = the shaft's distal end (the largest projection of the shaft on the
-  axis; the entry, or the shaft centroid, when the shaft gave no axis). Of the jaw outline
+  axis; the entry, or the shaft centroid, when the shaft gave no axis). Shaft pixels beyond the
+  jaws' centroid along the axis are jaws called shaft (thin jaw tips often are): they join the
+  jaws, and start moves back to where the jaws begin. Of the jaw outline
   points ahead of it (towards the jaw centroid), those within ``_TIP_REACH`` of the largest
   distance from the start are split into clusters side by side (one per open jaw, one for
   closed jaws); each cluster's end is the mean of its points within ``_TIP_BAND_PX`` of its own
@@ -120,6 +122,7 @@ _SEED_RADIUS_PX = (20.0, 80.0)  # local fits near an entry or jaw group use pixe
 _SAME_LINE_DEG = 15.0  # two lines closer in angle than this may be one tool
 _SPLIT_ROUNDS = 3  # k-line clustering rounds
 _SPLIT_SAMPLES = 1000  # the clustering works on about this many body pixels (a grid) at most
+_MIN_CLAIMED_PX = 8  # fewer shaft pixels beyond the jaws' centroid than this stay shaft
 _FLIP_COS = -0.5  # cos(120 deg): a tracked axis turning farther than this is turned back
 
 
@@ -480,6 +483,32 @@ def _axis(part: _Part, m_all: np.ndarray, m_shaft: np.ndarray, outline: np.ndarr
     return centroid, axis, False
 
 
+def _claim_distal_shaft(part: _Part, origin: np.ndarray, axis: np.ndarray, jaw_centroid: np.ndarray
+                        ) -> tuple[_Part, np.ndarray, float]:  # fmt: skip
+    """Shaft pixels beyond the jaws' centroid along the axis, joined to the jaws.
+
+    A shaft ends where its wrist begins, behind the jaws' centroid whichever way the wrist
+    bends; shaft pixels beyond it are jaws the segmentation called shaft (thin, dark jaw tips
+    often are). Left as shaft they would put the shaft's end, and so the start of the tip
+    search, past the jaws. Returns the part with those pixels as jaws, the jaws' centroid, and
+    where the jaws begin along the axis (``inf`` when no pixel moved, so the shaft's end holds).
+    """
+    rows, cols = np.nonzero(part.shaft)
+    t = (cols + (part.x - origin[0])) * axis[0] + (rows + (part.y - origin[1])) * axis[1]
+    beyond = t > float((jaw_centroid - origin) @ axis)
+    if np.count_nonzero(beyond) < _MIN_CLAIMED_PX:
+        return part, jaw_centroid, math.inf
+    jaw_rows, jaw_cols = np.nonzero(part.jaws)
+    begin = float(
+        np.min((jaw_cols + (part.x - origin[0])) * axis[0] + (jaw_rows + (part.y - origin[1])) * axis[1])
+    )
+    jaws = part.jaws.copy()
+    jaws[rows[beyond], cols[beyond]] = 1
+    all_rows, all_cols = np.nonzero(jaws)
+    centroid = np.array([all_cols.mean() + part.x, all_rows.mean() + part.y])
+    return replace(part, jaws=jaws), centroid, begin
+
+
 def _pose(part: _Part, size: tuple[int, int], has_tip_classes: bool
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:  # fmt: skip
     """``(centroid, axis, tip, entry, tip_visible)`` of one instrument (module docstring)."""
@@ -495,7 +524,9 @@ def _pose(part: _Part, size: tuple[int, int], has_tip_classes: bool
         return _centre(m_all), axis, far, entry, visible
     if from_shaft:  # the shaft's distal end
         shaft_outline = _outline(part.shaft, part.x, part.y, cv2.CHAIN_APPROX_SIMPLE)
-        start = origin + axis * float(((shaft_outline - origin) @ axis).max())
+        shaft_end = float(((shaft_outline - origin) @ axis).max())
+        part, jaw_centroid, jaws_begin = _claim_distal_shaft(part, origin, axis, jaw_centroid)
+        start = origin + axis * min(shaft_end, jaws_begin)
     elif part.contact is not None:
         start = part.contact
     elif m_shaft[0] > 0 and part.shaft is not part.pixels:
@@ -997,6 +1028,11 @@ def extract_instruments(
             found.extend(_region_instruments(frame, pixels, (x, y, w, h), runs))
     found.sort(key=lambda inst: inst.area_px, reverse=True)
     return found
+
+
+def reported_instruments(instruments: Sequence, score_threshold: float) -> list:
+    """The instruments that are published (node, cct-bag): score at least ``score_threshold``."""
+    return [inst for inst in instruments if inst.score >= score_threshold]
 
 
 # ---------------------------------------------------------------------------- tracking

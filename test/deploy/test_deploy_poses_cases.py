@@ -233,6 +233,21 @@ def test_tip_ignores_a_misclassified_speck_of_jaw_class() -> None:
     assert math.dist(inst.tip, grasp) <= TIP_TOL_PX
 
 
+@pytest.mark.parametrize("bend", [0.0, 40.0])
+def test_jaw_tips_labelled_shaft_still_give_the_tip(bend: float) -> None:
+    """A network often calls thin jaw tips shaft: the tip search must still reach them."""
+    mask = np.zeros((H, W), np.uint8)
+    grasp, _ = draw_tool(mask, (0.0, 170.0), 0.0, 200.0, bend_deg=bend)
+    rows, cols = np.nonzero(mask == 2)
+    d2 = unit(bend)
+    along = (cols - 200.0) * d2[0] + (rows - 170.0) * d2[1]  # from the wrist along the jaws
+    distal = along > 0.6 * float(along.max())
+    mask[rows[distal], cols[distal]] = 1
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert math.dist(inst.tip, grasp) <= 2 * TIP_TOL_PX
+    assert inst.tip_visible and angle_between(inst.axis, unit(0.0)) <= 3.0  # jaw pixels pull it a little
+
+
 def test_binary_model_without_a_tip_class() -> None:
     """tip_classes=() (a model without a manipulator class): the far end, visible inside the view."""
     mask = np.zeros((H, W), np.uint8)
