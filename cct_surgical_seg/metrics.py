@@ -175,6 +175,7 @@ class TipErrors:
     errors: list[float] = field(default_factory=list)
     truths: int = 0
     predictions: int = 0
+    hidden_matched: int = 0  # predictions matched to a hidden tip
     flags_matched: int = 0
     flags_correct: int = 0
 
@@ -187,16 +188,21 @@ class TipErrors:
     ) -> None:
         """``truth``: the visible true tips; ``hidden``: true tips of instruments in view whose tip
         is not visible, already clipped into the image (:func:`clip_to_image`).
-        ``predicted_visible``: the predictions' ``tip_visible`` flags (None: not scored)."""
-        self.errors.extend(match_tips(predicted, truth, self.max_match_px))
+        ``predicted_visible``: the predictions' ``tip_visible`` flags (None: not scored).
+
+        Predictions are matched to visible and hidden tips together: a prediction matched to a
+        hidden tip is an instrument found (no false alarm) but has no tip error.
+        """
+        pairs = match_pairs(predicted, [*truth, *hidden], self.max_match_px)
+        self.errors.extend(dist for dist, _, j in pairs if j < len(truth))
+        self.hidden_matched += sum(j >= len(truth) for _, _, j in pairs)
         self.truths += len(truth)
         self.predictions += len(predicted)
         if predicted_visible is None:
             return
-        truth_flags = [True] * len(truth) + [False] * len(hidden)
-        for _, i, j in match_pairs(predicted, [*truth, *hidden], self.max_match_px):
+        for _, i, j in pairs:
             self.flags_matched += 1
-            self.flags_correct += int(bool(predicted_visible[i]) == truth_flags[j])
+            self.flags_correct += int(bool(predicted_visible[i]) == (j < len(truth)))
 
     @property
     def matched(self) -> int:
@@ -208,7 +214,7 @@ class TipErrors:
 
     @property
     def false_alarms(self) -> int:
-        return self.predictions - self.matched
+        return self.predictions - self.matched - self.hidden_matched
 
     def mean(self) -> float:
         return float(np.mean(self.errors)) if self.errors else math.nan

@@ -62,4 +62,5 @@ def test_visible_flag_scored_against_visible_and_hidden_truth() -> None:
     tips.update([(97, 52)], [], predicted_visible=[False], hidden=hidden)
     assert tips.visible_flag_accuracy() == pytest.approx(2 / 3)
     assert tips.summary()["p95"] == 2.0
+    assert (tips.hidden_matched, tips.false_alarms) == (2, 0)  # found instruments with hidden tips
     assert math.isnan(TipErrors().visible_flag_accuracy())
