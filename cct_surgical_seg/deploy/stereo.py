@@ -653,24 +653,37 @@ def _stereo_axis(
 _Views = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]
 
 
+def _on_mask(mask: np.ndarray, point: np.ndarray) -> bool:
+    x, y = round(float(point[0])), round(float(point[1]))
+    return bool(0 <= x < mask.shape[1] and 0 <= y < mask.shape[0] and mask[y, x])
+
+
 def _axis_from_points(
     camera: StereoCamera, inst: Instrument, views: _Views, params: StereoParams
 ) -> np.ndarray | None:
     """Shaft direction from two points of the left shaft line, each triangulated by a row
     search and kept in the left plane of that line; None when the shaft is too short or a
-    point is off the instrument or finds no peak."""
+    point is off the instrument or finds no peak.
+
+    The near point starts half ``axis_point_px`` behind the tip's foot on the line and steps
+    back by as much until it lies on the instrument: a bent wrist carries the tip off the
+    shaft line."""
     left_rgb, right_rgb, mask, window = views
     axis2d = np.asarray(inst.axis, np.float64)
     entry = np.asarray(inst.entry, np.float64)
     length = float((np.asarray(inst.tip) - entry) @ axis2d)  # entry -> foot of the tip on the line
     if length < 2 * params.axis_point_px:
         return None
-    near = entry + axis2d * (length - params.axis_point_px / 2)
-    far = entry + axis2d * max(params.axis_point_px / 2, 0.25 * length)
+    far_at = max(params.axis_point_px / 2, 0.25 * length)
+    steps = np.arange(
+        length - params.axis_point_px / 2, far_at + params.axis_point_px, -params.axis_point_px / 2
+    )
+    near_at = next((t for t in steps if _on_mask(mask, entry + axis2d * t)), None)
+    if near_at is None:
+        return None
     points = []
-    for p in (near, far):
-        x, y = round(float(p[0])), round(float(p[1]))
-        if not (0 <= x < mask.shape[1] and 0 <= y < mask.shape[0] and mask[y, x]):
+    for p in (entry + axis2d * near_at, entry + axis2d * far_at):
+        if not _on_mask(mask, p):
             return None
         found = _search(left_rgb, right_rgb, p, window, mask, params)
         if found is None:
