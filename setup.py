@@ -19,7 +19,7 @@ ENTRY_POINTS = {
     "cct-quantize": "cct_surgical_seg.deploy.quantize:main",
     "cct-infer": "cct_surgical_seg.deploy.cli:main",
     "cct-sim": "cct_surgical_seg.sim.publisher:main",
-    "cct-bag": "cct_surgical_seg.offline.bag:main",
+    "cct-bag": "cct_surgical_seg.offline.bag_cli:main",
     "cct-demo": "cct_surgical_seg.sim.demo:main",
     "segmentation_node": "cct_surgical_seg.ros.segmentation_node:main",
 }

@@ -45,6 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cct_surgical_seg.deploy.poses import reported_instruments
 from cct_surgical_seg.messages.camera import CameraModel
 from cct_surgical_seg.messages.images import array_to_image
 from cct_surgical_seg.messages.types import (
@@ -110,11 +111,6 @@ class OutputOptions:
     confidence_encoding: str = "mono8"
     marker_pixel_size: float = 0.001
     marker_ray_length: float = 0.1
-
-
-def reported_instruments(instruments: Sequence, score_threshold: float) -> list:
-    """The instruments that are published: score at least ``score_threshold``."""
-    return [inst for inst in instruments if inst.score >= score_threshold]
 
 
 def frame_messages(

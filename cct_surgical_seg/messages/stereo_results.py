@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from cct_surgical_seg.deploy.poses import reported_instruments
 from cct_surgical_seg.deploy.stereo import Instrument3D, StereoCamera
 from cct_surgical_seg.messages.camera import CameraModel
-from cct_surgical_seg.messages.results import TRACK_COLOURS, OutputOptions, reported_instruments
+from cct_surgical_seg.messages.results import TRACK_COLOURS, OutputOptions
 from cct_surgical_seg.messages.types import MARKER_ARRAY, POSE_ARRAY, MessageTypes
 
 DETECTION_3D_ARRAY = "vision_msgs/msg/Detection3DArray"

@@ -15,32 +15,38 @@ The CameraInfo comes from the ``camera_info`` topic beside the image topic
 node. When the bag carries ground truth (as ``cct-sim --bag`` writes it), it prints Dice/IoU,
 tip error (median, p95) and, with the ``hidden_tips`` topic beside the truth tips, how often
 the ``tip_visible`` flag is right.
+
+``--stereo``: a rectified stereo bag, paired and segmented as the node's stereo mode does, with
+the 3D outputs and the 3D tip error (:mod:`cct_surgical_seg.offline.bag_stereo`, which builds on
+the per-message step here: :class:`BagSegmenter`, :func:`run_steps`). The command line is
+:mod:`cct_surgical_seg.offline.bag_cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import ReaderError, WriterError
 from rosbags.serde import SerdeError
 from tqdm import tqdm
 
-from cct_surgical_seg.deploy.backends import KINDS
-from cct_surgical_seg.deploy.errors import DeployError
-from cct_surgical_seg.deploy.pipeline import PipelineSettings, SegmentationPipeline, build_pipeline
+from cct_surgical_seg.deploy.pipeline import (
+    FrameResult,
+    SegmentationPipeline,
+)
+from cct_surgical_seg.deploy.poses import reported_instruments
 from cct_surgical_seg.messages.bag_types import BAG_TYPES, stamp_ns
 from cct_surgical_seg.messages.camera import CameraInfoError, CameraModel
 from cct_surgical_seg.messages.images import ConversionError, message_to_rgb
-from cct_surgical_seg.messages.results import OutputOptions, frame_messages, reported_instruments
+from cct_surgical_seg.messages.results import OutputOptions, frame_messages
 from cct_surgical_seg.offline.bag_io import (
     BagError,
     BagOutput,
@@ -48,25 +54,16 @@ from cct_surgical_seg.offline.bag_io import (
     open_reader,
     pick_image_topic,
 )
-from cct_surgical_seg.offline.evaluation import ConfusionMatrix, TipErrors, format_rows, summary_rows
-from cct_surgical_seg.resources import demo_model
+from cct_surgical_seg.offline.evaluation import ConfusionMatrix, TipErrors
 
 DEFAULT_PREFIX = "/segmentation_node"
 DEFAULT_GT_MASK_TOPIC = "/camera/gt/mask"  # what cct-sim writes
 DEFAULT_GT_TIPS_TOPIC = "/camera/gt/tips"
-AUTO = "auto"  # --camera-info-topic: the camera_info topic beside the image topic
-
-
-class Interrupted(BaseException):
-    """SIGINT/SIGTERM arrived: unwinds like KeyboardInterrupt, so the partial output is removed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
+DEFAULT_LEFT_TOPIC = "/stereo/left/image_raw"  # what cct-sim --stereo writes
+DEFAULT_RIGHT_TOPIC = "/stereo/right/image_raw"
+DEFAULT_STEREO_GT_MASK_TOPIC = "/stereo/gt/mask"  # the left view's truth
+DEFAULT_STEREO_GT_TIPS_TOPIC = "/stereo/gt/tips"
+AUTO = "auto"  # --camera-info-topic: the camera_info topic beside the image topic; --gt-*: per mode
 
 
 @dataclass
@@ -81,6 +78,8 @@ class BagReport:
     segmentation: ConfusionMatrix | None = None
     tips: TipErrors | None = None
     class_names: tuple[str, ...] = OutputOptions.class_names
+    stereo: dict[str, int] | None = None  # --stereo: pairing and 3D counters (``bag_stereo``)
+    tips_3d: TipErrors | None = None  # --stereo: 3D tip errors in metres
 
 
 @dataclass(frozen=True)
@@ -104,15 +103,10 @@ class InputTopics:
     ) -> InputTopics:
         by_topic = {c.topic: c for c in reader.connections}
         image_conn = pick_image_topic(reader, image)
-        if camera_info == AUTO:
-            base = image_conn.topic.removesuffix("/compressed")
-            camera_info = f"{base.rsplit('/', 1)[0]}/camera_info"
-        elif camera_info and camera_info not in by_topic:
-            raise BagError(f"camera info topic {camera_info} is not in the bag")
-        hidden = f"{gt_tips.rsplit('/', 1)[0]}/hidden_tips" if gt_tips in by_topic else None
+        hidden = beside(gt_tips, "hidden_tips") if gt_tips in by_topic else None
         return cls(
             image_conn,
-            by_topic.get(camera_info) if camera_info else None,
+            camera_info_connection(reader, image_conn, camera_info),
             by_topic.get(gt_mask) if gt_mask else None,
             by_topic.get(gt_tips) if gt_tips else None,
             by_topic.get(hidden) if hidden else None,
@@ -123,6 +117,22 @@ class InputTopics:
 
     def used(self) -> list[Any]:
         return [c for c in (self.image, self.camera_info, *self.truth()) if c is not None]
+
+
+def beside(topic: str, name: str) -> str:
+    """The topic ``name`` in the namespace of ``topic`` (``/camera/gt/tips`` -> ``/camera/gt/NAME``)."""
+    return f"{topic.rsplit('/', 1)[0]}/{name}"
+
+
+def camera_info_connection(reader: AnyReader, image_conn: Any, camera_info: str | None) -> Any:
+    """The CameraInfo connection of an image topic: ``AUTO`` = ``camera_info`` beside it (None
+    when absent), a name (BagError when absent), or None for none."""
+    by_topic = {c.topic: c for c in reader.connections}
+    if camera_info == AUTO:
+        camera_info = beside(image_conn.topic.removesuffix("/compressed"), "camera_info")
+    elif camera_info and camera_info not in by_topic:
+        raise BagError(f"camera info topic {camera_info} is not in the bag")
+    return by_topic.get(camera_info) if camera_info else None
 
 
 def read_cameras(reader: AnyReader, conn: Any, report: BagReport) -> dict[int, CameraModel]:
@@ -212,20 +222,43 @@ class BagSegmenter:
             self.scorer.add(self.scorer.tips if conn is t.gt_tips else self.scorer.hidden, stamp, points)
 
     def segment(self, msg: Any, stamp: int, logtime: int, output: BagOutput) -> None:
+        rgb = self.convert(msg, logtime)
+        if rgb is not None:
+            self.write_frame(self.pipeline(rgb), msg.header, stamp, logtime, output)
+
+    def convert(self, msg: Any, logtime: int) -> np.ndarray | None:
+        """RGB array of an image message, or None for a bad frame (counted, reported)."""
         try:
-            rgb = message_to_rgb(msg)
+            return message_to_rgb(msg)
         except ConversionError as exc:
             self.report.bad_frames += 1
             print(f"cct-bag: skipping frame at {logtime}: {exc}", file=sys.stderr)
-            return
-        result = self.pipeline(rgb)
+            return None
+
+    def write_frame(
+        self,
+        result: FrameResult,
+        header: Any,
+        stamp: int,
+        logtime: int,
+        output: BagOutput,
+        skip: Iterable[str] = (),
+    ) -> None:
+        """A view's outputs (``frame_messages`` less ``skip``) at ``logtime``, and its score."""
         self.report.frames += 1
         camera = self.cameras.get(stamp, self.last_camera)
-        for name, out_msg in frame_messages(BAG_TYPES, result, msg.header, camera, self.options).items():
-            output.write(f"{self.prefix}/{name}", logtime, out_msg)
+        for name, out_msg in frame_messages(BAG_TYPES, result, header, camera, self.options).items():
+            if name not in skip:
+                output.write(f"{self.prefix}/{name}", logtime, out_msg)
         reported = reported_instruments(result.instruments, self.options.score_threshold)
         tips, flags = [i.tip for i in reported], [i.tip_visible for i in reported]
         self.scorer.add(self.scorer.predictions, stamp, (result.mask, tips, flags))
+
+    def finish(self) -> None:
+        """After the last message, before the output is moved into place: BagError when no
+        frame was on the image topic (so nothing is left at the output path)."""
+        if self.report.frames == 0 and self.report.bad_frames == 0:
+            raise BagError(f"no frames on {self.topics.image.topic}")
 
 
 def _messages(reader: AnyReader, conns: list[Any], show_progress: bool) -> Iterator[tuple[Any, int, bytes]]:
@@ -253,149 +286,64 @@ def segment_bag(
     show_progress: bool = False,
 ) -> BagReport:
     """Segment ``topic`` of ``input_bag`` into a new bag at ``output_bag`` (see module doc)."""
-    out = Path(output_bag)
-    if Path(input_bag).resolve() == out.resolve():
-        raise BagError("output bag must differ from the input bag")
+    out = check_output(input_bag, output_bag)
     options = options or OutputOptions(class_names=tuple(pipeline.info.class_names))
     report = BagReport(out, class_names=options.class_names)
+    writing = WriteSettings(copy_input, storage, overwrite, keep_partial, show_progress)
     with contextlib.closing(open_reader(input_bag)) as reader:
         topics = InputTopics.pick(reader, topic, camera_info_topic, gt_mask_topic, gt_tips_topic)
-        try:
-            step = BagSegmenter(
-                pipeline, options, prefix, topics, read_cameras(reader, topics.camera_info, report), report
-            )
-            with atomic_bag_writer(out, storage, overwrite=overwrite, keep_partial=keep_partial) as writer:
-                output = BagOutput(writer, reader)
-                conns = list(reader.connections) if copy_input else topics.used()
-                for conn, logtime, raw in _messages(reader, conns, show_progress):
-                    if copy_input:
-                        output.write_raw(conn.topic, conn.msgtype, logtime, raw, conn)
-                    step.handle(reader, conn, logtime, raw, output)
-            report.written = output.written
-        except (ReaderError, AnyReaderError, SerdeError, WriterError) as exc:
-            raise BagError(
-                f"failed while reading {input_bag}: {exc} (truncated or corrupt bag?); "
-                f"no output written to {out}"
-            ) from exc
-    if report.frames == 0 and report.bad_frames == 0:
-        raise BagError(f"no frames on {topics.image.topic} in {input_bag}")
+
+        def step() -> BagSegmenter:
+            cameras = read_cameras(reader, topics.camera_info, report)
+            return BagSegmenter(pipeline, options, prefix, topics, cameras, report)
+
+        report.written = run_steps(reader, input_bag, out, step, topics.used(), writing)
     return report
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cct-bag",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("input", type=Path, help="input bag (folder, or a single .mcap/.db3 file)")
-    p.add_argument("output", type=Path, help="output bag folder (must not exist unless --overwrite)")
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="ONNX model or .pt checkpoint (default: the shipped models/cct_demo.onnx)",
-    )
-    p.add_argument("--backend", default="auto", choices=KINDS)
-    p.add_argument("--topic", default=None, help="image topic (default: the bag's only camera topic)")
-    p.add_argument(
-        "--camera-info-topic",
-        default=AUTO,
-        help=f"CameraInfo topic ('{AUTO}' = camera_info beside the image topic, '' = none)",
-    )
-    p.add_argument("--prefix", default=DEFAULT_PREFIX, help="namespace of the output topics")
-    p.add_argument("--no-copy", action="store_true", help="do not copy the input topics to the output")
-    p.add_argument(
-        "--gt-mask-topic", default=DEFAULT_GT_MASK_TOPIC, help="ground-truth mask topic ('' = none)"
-    )
-    p.add_argument(
-        "--gt-tips-topic", default=DEFAULT_GT_TIPS_TOPIC, help="ground-truth tips topic ('' = none)"
-    )
-    node = "as the node's parameter of the same name"
-    p.add_argument(
-        "--min-area",
-        type=int,
-        default=PipelineSettings.min_instrument_area,
-        help=f"smallest instrument region, pixels ({node} min_instrument_area)",
-    )
-    p.add_argument("--score-threshold", type=float, default=OutputOptions.score_threshold, help=node)
-    p.add_argument(
-        "--confidence-encoding",
-        choices=("mono8", "32FC1"),
-        default=OutputOptions.confidence_encoding,
-        help=node,
-    )
-    p.add_argument("--marker-pixel-size", type=float, default=OutputOptions.marker_pixel_size, help=node)
-    p.add_argument("--marker-ray-length", type=float, default=OutputOptions.marker_ray_length, help=node)
-    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument(
-        "--keep-partial", action="store_true", help="on error keep what was written as OUTPUT.partial"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+def check_output(input_bag: str | os.PathLike[str], output_bag: str | os.PathLike[str]) -> Path:
+    out = Path(output_bag)
+    if Path(input_bag).resolve() == out.resolve():
+        raise BagError("output bag must differ from the input bag")
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 2 bad bag/model/arguments, 128 + signal number (130 SIGINT, 143
-    SIGTERM) when interrupted; nothing is left at the output path unless it completed."""
-    args = build_parser().parse_args(argv)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+@dataclass(frozen=True)
+class WriteSettings:
+    """How the output bag is written (the CLI's --no-copy, --storage, --overwrite ...)."""
+
+    copy_input: bool = True
+    storage: str = "mcap"
+    overwrite: bool = False
+    keep_partial: bool = False
+    show_progress: bool = False
+
+
+def run_steps(
+    reader: AnyReader,
+    input_bag: str | os.PathLike[str],
+    out: Path,
+    make_step: Callable[[], BagSegmenter],
+    used: list[Any],
+    writing: WriteSettings,
+) -> dict[str, int]:
+    """Feed the bag's messages (all with ``copy_input``, else ``used``) through the step made by
+    ``make_step`` into a new bag at ``out``; returns the messages written per topic. A reading
+    error is a BagError and, like any exception (the step's ``finish`` included), leaves
+    nothing at ``out``."""
     try:
-        return _run(args)
-    except Interrupted as exc:
-        print(f"cct-bag: interrupted by {exc}; no output written to {args.output}", file=sys.stderr)
-        return 128 + exc.signum
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run(args: argparse.Namespace) -> int:
-    model = args.model or demo_model()
-    try:
-        open_reader(args.input).close()  # fail on a bad bag before loading a model
-        if not Path(model).is_file():
-            raise BagError(f"model {model} not found (pass --model)")
-        pipeline = build_pipeline(PipelineSettings(model, args.backend, min_instrument_area=args.min_area))
-        options = OutputOptions(
-            class_names=tuple(pipeline.info.class_names),
-            score_threshold=args.score_threshold,
-            confidence_encoding=args.confidence_encoding,
-            marker_pixel_size=args.marker_pixel_size,
-            marker_ray_length=args.marker_ray_length,
-        )
-        report = segment_bag(
-            args.input,
-            args.output,
-            pipeline,
-            topic=args.topic,
-            camera_info_topic=args.camera_info_topic or None,
-            prefix=args.prefix,
-            options=options,
-            copy_input=not args.no_copy,
-            gt_mask_topic=args.gt_mask_topic or None,
-            gt_tips_topic=args.gt_tips_topic or None,
-            storage=args.storage,
-            overwrite=args.overwrite,
-            keep_partial=args.keep_partial,
-            show_progress=not args.quiet,
-        )
-    except (BagError, FileExistsError, DeployError) as exc:
-        print(f"cct-bag: error: {exc}", file=sys.stderr)
-        return 2
-    _print_report(report)
-    return 0
-
-
-def _print_report(report: BagReport) -> None:
-    print(f"cct-bag: {report.frames} frames segmented ({report.bad_frames} skipped) -> {report.output}")
-    for name, count in sorted(report.written.items()):
-        print(f"  {name}: {count}")
-    if report.segmentation is not None and report.segmentation.frames:
-        print("ground truth comparison:")
-        print(format_rows(summary_rows(report.segmentation, report.tips or TipErrors(), report.class_names)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        step = make_step()
+        w = writing
+        with atomic_bag_writer(out, w.storage, overwrite=w.overwrite, keep_partial=w.keep_partial) as writer:
+            output = BagOutput(writer, reader)
+            conns = list(reader.connections) if w.copy_input else used
+            for conn, logtime, raw in _messages(reader, conns, w.show_progress):
+                if w.copy_input:
+                    output.write_raw(conn.topic, conn.msgtype, logtime, raw, conn)
+                step.handle(reader, conn, logtime, raw, output)
+            step.finish()
+        return output.written
+    except (ReaderError, AnyReaderError, SerdeError, WriterError) as exc:
+        raise BagError(
+            f"failed while reading {input_bag}: {exc} (truncated or corrupt bag?); no output written to {out}"
+        ) from exc

@@ -69,17 +69,13 @@ from visualization_msgs.msg import MarkerArray
 
 from cct_surgical_seg.deploy.overlay import draw_overlay
 from cct_surgical_seg.deploy.pipeline import FrameResult, SegmentationPipeline, build_pipeline
-from cct_surgical_seg.deploy.stereo import (
-    Instrument3D,
-    StereoCamera,
-    StereoStats,
-    epipolar_instruments,
-    stereo_instruments,
-)
+from cct_surgical_seg.deploy.poses import reported_instruments
+from cct_surgical_seg.deploy.stereo import Instrument3D, StereoCamera, StereoStats
 from cct_surgical_seg.deploy.stereo_pairing import LEFT, RIGHT, StereoPair, StereoPairer
+from cct_surgical_seg.deploy.stereo_step import stereo_pair_poses
 from cct_surgical_seg.messages.camera import CameraByStamp, CameraInfoError, CameraModel
 from cct_surgical_seg.messages.images import ConversionError, array_to_image, message_to_rgb
-from cct_surgical_seg.messages.results import frame_messages, label_info, reported_instruments
+from cct_surgical_seg.messages.results import frame_messages, label_info
 from cct_surgical_seg.messages.stereo_results import (
     DETECTION_3D_ARRAY,
     StereoPairError,
@@ -438,17 +434,11 @@ class SegmentationNode(Node):
         camera: StereoCamera,
     ) -> tuple[FrameResult, list[Instrument3D], dict[str, int]]:
         """The left view's result and the 3D poses of its reported instruments, by
-        ``stereo_matching``; plus this pair's matched/unmatched counts."""
+        ``stereo_matching`` (``deploy.stereo_step``, as cct-bag); plus this pair's counts."""
         s, counts = self._settings, StereoStats()
-        if s.stereo_matching == "batched":
-            left, right = pipeline.segment_views([left_rgb, right_rgb])
-        else:
-            left, right = pipeline(left_rgb), None
-        reported = replace(left, instruments=reported_instruments(left.instruments, s.score_threshold))
-        if right is None:
-            poses = epipolar_instruments(reported, left_rgb, right_rgb, camera, stats=counts)
-        else:
-            poses = stereo_instruments(reported, right, left_rgb, right_rgb, camera, stats=counts)
+        left, poses = stereo_pair_poses(
+            pipeline, left_rgb, right_rgb, camera, s.stereo_matching, s.score_threshold, counts
+        )
         return left, poses, counts.as_dict()
 
     def _publish(self, messages: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from cct_surgical_seg.messages import bag_types
 from cct_surgical_seg.messages.bag_types import stamp_ns
 from cct_surgical_seg.messages.types import CLASSIFICATION, DETECTION_ARRAY, IMAGE, MARKER_ARRAY, POSE_ARRAY
 from cct_surgical_seg.offline.bag import BagError, segment_bag
-from cct_surgical_seg.offline.bag import main as bag_main
+from cct_surgical_seg.offline.bag_cli import main as bag_main
 from cct_surgical_seg.offline.bag_io import atomic_bag_writer
 from cct_surgical_seg.sim import bag_messages as bm
 from cct_surgical_seg.sim.publisher import main as sim_main
@@ -265,7 +265,7 @@ def test_a_signal_mid_bag_exits_128_plus_signal_and_leaves_nothing(
     assert sim_main(["--bag", str(src), "--frames", "150", "--quiet"]) == 0  # 640x512: seconds of work
     out = tmp_path / "out"
     env = dict(ros_env, PYTHONPATH=os.pathsep.join([str(ROOT), ros_env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "cct_surgical_seg.offline.bag", str(src), str(out),
+    cmd = [sys.executable, "-m", "cct_surgical_seg.offline.bag_cli", str(src), str(out),
            "--model", str(rule_onnx), "--backend", "onnxruntime", "--quiet"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -110,6 +110,6 @@ def test_every_place_that_lists_backends_lists_deploy_backends_kinds() -> None:
     assert comment and [k.strip() for k in comment.group(1).split("|")] == list(KINDS)
     for path in [LAUNCH, ROOT / "launch" / "demo.launch.py"]:
         assert "from cct_surgical_seg.deploy.backends import KINDS" in path.read_text(), path
-    for module in ("offline/bag.py", "sim/demo.py", "deploy/cli.py", "ros/parameters.py"):
+    for module in ("offline/bag_cli.py", "sim/demo.py", "deploy/cli.py", "ros/parameters.py"):
         source = (ROOT / "cct_surgical_seg" / module).read_text()
         assert "KINDS" in source and "choices=KINDS" in source, module
