@@ -10,10 +10,17 @@ Dice/IoU against the simulator's ground-truth masks, tip error (median, p95) aga
 ground-truth tips and how often the node's ``tip_visible`` flag is right; saves an overlay
 strip (PNG), a JSON summary and optionally an mp4.
 
+``--stereo`` runs the graph with ``stereo:=true`` (the simulator's rectified pair under
+``/stereo/``, the node in stereo mode) and adds the 3D figures: tip error in mm of the node's
+``~/instrument_poses`` against the simulator's ``/stereo/gt/tips_3d`` (both in metres in the
+left optical frame, matched by header stamp; visible true tips, greedy matching within 20 mm),
+matched/missed/extra counts, stereo latency (left image stamp -> poses received) and the
+node's pair counters from ``/diagnostics``; the figures above are then the left view's.
+
 Why separate processes and a real graph: that is how the node runs on a robot, so the demo
 exercises discovery, QoS matching, serialisation and the node's threading, not just the
-pipeline. Exit code 1 when no mask arrived (nothing to show is a failure, not a summary of
-zeros), 2 for bad arguments or a missing model.
+pipeline. Exit code 1 when no mask (with ``--stereo``: no instrument poses) arrived (nothing
+to show is a failure, not a summary of zeros), 2 for bad arguments or a missing model.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +44,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -55,17 +64,23 @@ from cct_surgical_seg.offline.evaluation import (
     summary_rows,
 )
 from cct_surgical_seg.resources import FASTDDS_PROFILE, checkout_root, demo_model, find_data_file
-from cct_surgical_seg.sim.publisher import (
-    DEFAULT_CAMERA_INFO_TOPIC,
-    DEFAULT_GT_MASK_TOPIC,
-    DEFAULT_GT_TIPS_TOPIC,
-    DEFAULT_IMAGE_TOPIC,
-    hidden_tips_topic,
-)
+from cct_surgical_seg.sim.publisher import StereoTopics, Topics
 
 DEMO_LAUNCH = ("launch", "demo.launch.py")
 NODE_PREFIX = "/segmentation_node"  # the node's name in segmentation.launch.py, no namespace
 CLASS_NAMES = ("background", "shaft", "manipulator")
+MATCH_3D_M = 0.02  # a predicted 3D tip farther than this from every true tip is extra
+#: /diagnostics values of the node kept by the stereo demo (the largest seen)
+NODE_PAIR_COUNTERS = ("stereo_pairs", "stereo_pairs_processed", "stereo_refused_total")
+Point3 = tuple[float, float, float]
+
+
+def view_topics(stereo: bool) -> Topics:
+    """The simulator's topics of the scored 2D view: the mono camera, or the left eye."""
+    if not stereo:
+        return Topics()
+    s = StereoTopics()
+    return Topics(image=s.left_image, camera_info=s.left_camera_info, gt_mask=s.gt_mask, gt_tips=s.gt_tips)
 
 
 def graph_env(domain_id: int) -> dict[str, str]:
@@ -96,30 +111,51 @@ class Collected:
     tip_flags: dict[int, list[bool]] = field(default_factory=dict)
     latency_ms: dict[int, float] = field(default_factory=dict)
     k: tuple[float, ...] | None = None
+    gt_tips_3d: dict[int, list[Point3]] = field(default_factory=dict)  # stereo: metres, visible tips
+    poses_3d: dict[int, list[Point3]] = field(default_factory=dict)  # stereo: the node's tips, metres
+    pose_latency_ms: dict[int, float] = field(default_factory=dict)
+    node_counters: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Listener:
-    """An rclpy node in this process that records the simulator's truth and the node's output."""
+    """An rclpy node in this process that records the simulator's truth and the node's output:
+    of one view (``topics``: the mono camera or the left eye), and with ``stereo`` the 3D tips."""
 
-    def __init__(self, keep_images: int, node_prefix: str = NODE_PREFIX) -> None:
+    def __init__(
+        self,
+        keep_images: int,
+        topics: Topics | None = None,
+        stereo: bool = False,
+        node_prefix: str = NODE_PREFIX,
+    ) -> None:
         self._to_rgb = image_to_rgb
         self.data = Collected()
         self.keep_images = keep_images
+        self.node_prefix = node_prefix
         self.node = rclpy.create_node("cct_demo_listener")
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         sub = self.node.create_subscription
-        sub(Image, DEFAULT_IMAGE_TOPIC, self._on_image, reliable)
-        sub(Image, DEFAULT_GT_MASK_TOPIC, self._on_gt_mask, reliable)
-        sub(PoseArray, DEFAULT_GT_TIPS_TOPIC, self._on_gt_tips, reliable)
-        sub(PoseArray, hidden_tips_topic(DEFAULT_GT_TIPS_TOPIC), self._on_gt_hidden, reliable)
-        sub(CameraInfo, DEFAULT_CAMERA_INFO_TOPIC, self._on_info, reliable)
+        topics = topics or Topics()
+        sub(Image, topics.image, self._on_image, reliable)
+        sub(Image, topics.gt_mask, self._on_gt_mask, reliable)
+        sub(PoseArray, topics.gt_tips, self._on_gt_tips, reliable)
+        sub(PoseArray, topics.gt_hidden_tips, self._on_gt_hidden, reliable)
+        sub(CameraInfo, topics.camera_info, self._on_info, reliable)
         sub(Image, f"{node_prefix}/mask", self._on_mask, reliable)
         sub(Detection2DArray, f"{node_prefix}/detections", self._on_detections, reliable)
+        if stereo:
+            sub(PoseArray, StereoTopics().gt_tips_3d, self._on_gt_tips_3d, reliable)
+            sub(PoseArray, f"{node_prefix}/instrument_poses", self._on_poses_3d, reliable)
+            sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
 
     @staticmethod
     def _stamp(msg) -> int:
         return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    @staticmethod
+    def _positions(msg) -> list[Point3]:
+        return [(p.position.x, p.position.y, p.position.z) for p in msg.poses]
 
     def _on_image(self, msg) -> None:
         if len(self.data.images) < self.keep_images:
@@ -158,6 +194,27 @@ class Listener:
             ]
             self.data.tip_flags[self._stamp(msg)] = [tip_visible(p.covariance) for p in poses]
 
+    def _on_gt_tips_3d(self, msg) -> None:
+        with self.data.lock:
+            self.data.gt_tips_3d[self._stamp(msg)] = self._positions(msg)
+
+    def _on_poses_3d(self, msg) -> None:
+        now = time.time_ns()
+        stamp = self._stamp(msg)
+        with self.data.lock:
+            self.data.poses_3d[stamp] = self._positions(msg)
+            self.data.pose_latency_ms[stamp] = (now - stamp) / 1e6
+
+    def _on_diagnostics(self, msg) -> None:
+        """The node's pair counters: the largest value seen of each."""
+        for status in msg.status:
+            if status.hardware_id != self.node_prefix:
+                continue
+            for kv in status.values:
+                if kv.key in NODE_PAIR_COUNTERS and kv.value.isdigit():
+                    counters = self.data.node_counters
+                    counters[kv.key] = max(counters.get(kv.key, 0), int(kv.value))
+
     def spin_until(self, done, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -179,6 +236,15 @@ def score(data: Collected, class_names: tuple[str, ...]) -> tuple[ConfusionMatri
             flags = data.tip_flags[stamp] if hidden is not None else None
             tips.update(pred, data.gt_tips[stamp], flags, hidden or ())
     return seg, tips, scored
+
+
+def score_3d(data: Collected) -> tuple[TipErrors, list[int]]:
+    """3D tip errors (metres) over every stamp with both the node's poses and the 3D truth."""
+    tips = TipErrors(max_match_px=MATCH_3D_M)  # math.dist: the same greedy matching in 3D
+    scored = sorted(set(data.poses_3d) & set(data.gt_tips_3d))
+    for stamp in scored:
+        tips.update(data.poses_3d[stamp], data.gt_tips_3d[stamp])
+    return tips, scored
 
 
 def overlay(rgb: np.ndarray, mask: np.ndarray, pred_tips: list, true_tips: list) -> np.ndarray:
@@ -221,6 +287,7 @@ def launch_command(args: argparse.Namespace, model: Path, frames: int) -> list[s
         "frames": frames,
         "wait_for_subscribers": args.startup_timeout,
         "min_subscribers": 2,
+        "stereo": "true" if args.stereo else "false",
     }
     return [ros2, "launch", str(launch_file), *(f"{k}:={v}" for k, v in values.items())]
 
@@ -245,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("endoscope", "rule"),
         default="endoscope",
         help="scene colours ('rule': for the colour-rule test model)",
+    )
+    p.add_argument(
+        "--stereo",
+        action="store_true",
+        help="the stereo graph: score the node's 3D instrument poses (mm) and the left view",
     )
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for the strip, JSON, video")
     p.add_argument("--video", action="store_true", help="also save an mp4 of the overlays")
@@ -276,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     if "FASTDDS_DEFAULT_PROFILES_FILE" in env:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
     frames = max(1, round(args.duration * args.rate))
-    print(f"cct-demo: ROS_DOMAIN_ID={domain}, model {model}, {frames} frames at {args.rate:g} Hz")
+    what = "stereo pairs" if args.stereo else "frames"
+    print(f"cct-demo: ROS_DOMAIN_ID={domain}, model {model}, {frames} {what} at {args.rate:g} Hz")
     rclpy.init()
-    listener = Listener(keep_images=frames)
+    listener = Listener(keep_images=frames, topics=view_topics(args.stereo), stereo=args.stereo)
     log: IO[Any] | int = open(args.node_log, "w") if args.node_log else subprocess.DEVNULL  # noqa: SIM115
     graph = subprocess.Popen(
         launch_command(args, model, frames),
@@ -311,85 +384,167 @@ def _run(listener: Listener, graph: subprocess.Popen, frames: int, args: argpars
     listener.spin_until(
         lambda: graph.poll() is not None or len(data.gt_masks) >= frames, args.duration * 3 + 10
     )
-    # The last frames are still in flight through the node: wait while masks keep coming.
-    while len(data.masks) < len(data.gt_masks):
-        before = len(data.masks)
-        if not listener.spin_until(lambda n=before: len(data.masks) > n, 3.0):
+    # The last frames are still in flight through the node: wait while its outputs keep coming.
+    while _outstanding(data) > 0:
+        before = _received(data)
+        if not listener.spin_until(lambda n=before: _received(data) > n, 3.0):
             break
     return time.monotonic() - start
 
 
+def _received(data: Collected) -> int:
+    """The node's outputs heard: masks, and in stereo mode pose arrays."""
+    return len(data.masks) + len(data.poses_3d)
+
+
+def _outstanding(data: Collected) -> int:
+    """Truth heard for which the node's output has not come (yet, or ever: dropped frames)."""
+    return len(data.gt_masks) - len(data.masks) + len(data.gt_tips_3d) - len(data.poses_3d)
+
+
 def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) -> int:
-    class_names = CLASS_NAMES
-    seg, tips, scored = score(data, class_names)
-    lat = np.asarray([data.latency_ms[s] for s in scored if s in data.latency_ms])
+    """Print the summary; write the strip, the JSON (and the video). 1 when nothing came back."""
+    seg, tips, scored = score(data, CLASS_NAMES)
+    lat = latency_figures([data.latency_ms[s] for s in scored if s in data.latency_ms])
+    stereo = stereo_summary(data) if args.stereo else None
     rows = [
         ("frames sent / truth heard / masks received", f"{sent} / {len(data.gt_masks)} / {len(data.masks)}")
     ]
-    if lat.size:
-        rows.append(
-            (
-                "latency mean / p50 / p95 / max (ms)",
-                f"{lat.mean():.1f} / {np.percentile(lat, 50):.1f} / {np.percentile(lat, 95):.1f} / "
-                f"{lat.max():.1f}",
-            )
-        )
+    if lat["mean"] is not None:
+        rows.append(("latency mean / p50 / p95 / max (ms)", _slashed(lat, ("mean", "p50", "p95", "max"))))
     rows.append(("stream wall time (s)", f"{wall_s:.1f}"))
     if scored:
-        rows += summary_rows(seg, tips, class_names)
+        rows += summary_rows(seg, tips, CLASS_NAMES)
+    if stereo is not None:
+        rows += stereo_rows(stereo)
     print("cct-demo summary:")
     print(format_rows(rows))
-    if not data.masks:
-        print("cct-demo: no mask arrived from segmentation_node", file=sys.stderr)
+    missing = _missing_output(data, args.stereo)
+    if missing:
+        print(f"cct-demo: no {missing} arrived from segmentation_node", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    panels = []
+    _write_overlays(data, scored, args)
+    summary = {
+        "frames_sent": sent,
+        "masks_received": len(data.masks),
+        "frames_scored": len(scored),
+        "latency_ms": lat,
+        "instrument_dice": _f(binary_dice_iou(seg.matrix)[0]),
+        "instrument_iou": _f(binary_dice_iou(seg.matrix)[1]),
+        "class_dice": [_f(v) for v in dice_iou(seg.matrix)[0]],
+        "class_iou": [_f(v) for v in dice_iou(seg.matrix)[1]],
+        "tip_error_px": tip_figures(tips),
+        "tip_visible_accuracy": _f(tips.visible_flag_accuracy()),
+        "tip_visible_scored": tips.flags_matched,
+        "model": str(args.model or demo_model()),
+    }
+    if stereo is not None:
+        summary["stereo"] = stereo
+    atomic_write_json(args.out / "demo_summary.json", summary)
+    return 0
+
+
+def _missing_output(data: Collected, stereo: bool) -> str | None:
+    """The output of the node that never came ('mask', 'instrument_poses'), or None."""
+    if not data.masks:
+        return "mask"
+    if stereo and not data.poses_3d:
+        return "instrument_poses"
+    return None
+
+
+def latency_figures(values_ms: Sequence[float]) -> dict[str, float | None]:
+    """mean / p50 / p95 / max of latencies in ms (all None when there are none)."""
+    lat = np.asarray(values_ms, np.float64)
+    if not lat.size:
+        return dict.fromkeys(("mean", "p50", "p95", "max"))
+    return {
+        "mean": _f(lat.mean()),
+        "p50": _f(np.percentile(lat, 50)),
+        "p95": _f(np.percentile(lat, 95)),
+        "max": _f(lat.max()),
+    }
+
+
+def tip_figures(tips: TipErrors, scale: float = 1.0) -> dict[str, float | int | None]:
+    """Tip error mean / median / p95 (times ``scale``: pixels, or metres -> mm) and the counts."""
+    return {
+        "mean": _f(tips.mean() * scale),
+        "median": _f(tips.median() * scale),
+        "p95": _f(tips.p95() * scale),
+        "matched": tips.matched,
+        "missed": tips.missed,
+        "extra": tips.false_alarms,
+    }
+
+
+def stereo_summary(data: Collected) -> dict[str, Any]:
+    """The stereo figures: 3D tip error in mm, counts, latency to ``~/instrument_poses``, and
+    the node's pair counters (largest values heard on /diagnostics)."""
+    tips, scored = score_3d(data)
+    return {
+        "truth_heard": len(data.gt_tips_3d),
+        "poses_received": len(data.poses_3d),
+        "pairs_scored": len(scored),
+        "max_match_mm": MATCH_3D_M * 1000.0,
+        "tip_error_3d_mm": tip_figures(tips, scale=1000.0),
+        "latency_ms": latency_figures(list(data.pose_latency_ms.values())),
+        "node": {name: data.node_counters.get(name) for name in NODE_PAIR_COUNTERS},
+    }
+
+
+def stereo_rows(stereo: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of :func:`stereo_summary` for the printed table."""
+    err, lat, node = stereo["tip_error_3d_mm"], stereo["latency_ms"], stereo["node"]
+    return [
+        (
+            "stereo truth heard / poses received / scored",
+            f"{stereo['truth_heard']} / {stereo['poses_received']} / {stereo['pairs_scored']}",
+        ),
+        (
+            "node pairs formed / processed",
+            f"{_text(node['stereo_pairs'])} / {_text(node['stereo_pairs_processed'])}",
+        ),
+        ("3D tip error median / p95 (mm)", _slashed(err, ("median", "p95"))),
+        (
+            f"3D tips matched / missed / extra (<= {stereo['max_match_mm']:g} mm)",
+            f"{err['matched']} / {err['missed']} / {err['extra']}",
+        ),
+        ("stereo latency mean / p50 / p95 (ms)", _slashed(lat, ("mean", "p50", "p95"))),
+    ]
+
+
+def _text(value: float | int | None, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _slashed(figures: dict[str, Any], keys: Sequence[str]) -> str:
+    return " / ".join(_text(figures[k], ".1f") for k in keys)
+
+
+def _write_overlays(data: Collected, scored: list[int], args: argparse.Namespace) -> None:
+    """The overlay strip of ``--strip-frames`` scored frames (PNG), and with ``--video`` an mp4."""
     with_images = [s for s in scored if s in data.images]
     picks = [
         with_images[round(i)]
         for i in np.linspace(0, len(with_images) - 1, min(args.strip_frames, len(with_images)))
     ]
+    panels = []
     for stamp in with_images if args.video else picks:
         pred = pose_positions_to_pixels(data.tips.get(stamp, []), data.k)
         panels.append(
             (stamp, overlay(data.images[stamp], data.masks[stamp], pred, data.gt_tips.get(stamp, [])))
         )
-    if panels:
-        strip = np.hstack([p for s, p in panels if s in picks])
-        ok, png = cv2.imencode(".png", strip)
-        if ok:
-            atomic_write_bytes(args.out / "demo_strip.png", png.tobytes())
-            print(f"cct-demo: overlay strip -> {args.out / 'demo_strip.png'}")
-    if args.video and panels:
+    if not panels:
+        return
+    strip = np.hstack([p for s, p in panels if s in picks])
+    ok, png = cv2.imencode(".png", strip)
+    if ok:
+        atomic_write_bytes(args.out / "demo_strip.png", png.tobytes())
+        print(f"cct-demo: overlay strip -> {args.out / 'demo_strip.png'}")
+    if args.video:
         _write_video(args.out / "demo.mp4", [p for _, p in panels], args.rate)
-    atomic_write_json(
-        args.out / "demo_summary.json",
-        {
-            "frames_sent": sent,
-            "masks_received": len(data.masks),
-            "frames_scored": len(scored),
-            "latency_ms": {
-                "mean": _f(lat.mean()) if lat.size else None,
-                "p95": _f(np.percentile(lat, 95)) if lat.size else None,
-            },
-            "instrument_dice": _f(binary_dice_iou(seg.matrix)[0]),
-            "instrument_iou": _f(binary_dice_iou(seg.matrix)[1]),
-            "class_dice": [_f(v) for v in dice_iou(seg.matrix)[0]],
-            "class_iou": [_f(v) for v in dice_iou(seg.matrix)[1]],
-            "tip_error_px": {
-                "mean": _f(tips.mean()),
-                "median": _f(tips.median()),
-                "p95": _f(tips.p95()),
-                "matched": tips.matched,
-                "missed": tips.missed,
-                "extra": tips.false_alarms,
-            },
-            "tip_visible_accuracy": _f(tips.visible_flag_accuracy()),
-            "tip_visible_scored": tips.flags_matched,
-            "model": str(args.model or demo_model()),
-        },
-    )
-    return 0
 
 
 def _f(v: float) -> float | None:
