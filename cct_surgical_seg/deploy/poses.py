@@ -792,7 +792,8 @@ def _refit(line: _Line, own: np.ndarray, pts: np.ndarray, bin_px: float) -> _Lin
         axis = -axis
     width = math.sqrt(12.0) * minor
     rel = pts - mean
-    on_band = np.abs(rel @ np.array([-axis[1], axis[0]])) <= 0.5 * width
+    # at least a pixel either side: the own pixels of a one-pixel-wide line have width ~0
+    on_band = np.abs(rel @ np.array([-axis[1], axis[0]])) <= max(0.5 * width, 1.0)
     lo, hi = _contiguous(rel[on_band] @ axis, float(np.dot(line.anchor - mean, axis)), bin_px)
     return replace(line, origin=mean, direction=axis, lo=lo, hi=hi, width=width, weight=own.shape[0], pts=own)
 

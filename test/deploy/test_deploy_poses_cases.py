@@ -7,6 +7,7 @@ tool); the others guard what must not break (one tool stays one, visible jaws ar
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -298,3 +299,12 @@ def test_class_roles_are_validated() -> None:
         PoseParams(tip_classes=(0,))
     with pytest.raises(ValueError, match=r"1\.\.255"):
         PoseParams(shaft_classes=(300,))
+
+
+def test_split_survives_a_line_fitted_to_one_row_of_samples() -> None:
+    """A demo-model mask (simulated frame) whose split fits a line to collinear samples: the
+    line's band has zero width, and the stretch along it must still hold its own pixels."""
+    path = Path(__file__).resolve().parents[1] / "data" / "poses_split_thin_line_mask.png"
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    found = extract_instruments(mask)
+    assert len(found) == 2 and all(inst.area_px > 1000 for inst in found)
