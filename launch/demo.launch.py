@@ -31,10 +31,9 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from cct_surgical_seg.deploy.backends import KINDS
-from cct_surgical_seg.ros.launch_arguments import refuse_unknown_arguments
+from cct_surgical_seg.ros.launch_arguments import PACKAGE, is_true, launch_values, refuse_unknown_arguments
 from launch import LaunchDescription
 
-PACKAGE = "cct_surgical_seg"
 SIM_ARGS = ("rate", "width", "height", "instruments", "seed", "smoke")
 # stereo.launch.py argument -> the simulator's topic (cct-sim --stereo, already rectified)
 STEREO_TOPICS = {
@@ -45,19 +44,15 @@ STEREO_TOPICS = {
 }
 
 
-def _true(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
-
-
 def _sim(context, *args, **kwargs):
-    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    value = launch_values(context)
     argv = []
     for name in SIM_ARGS:
         argv += [f"--{name}", value(name)]
     argv += ["--fps", value("rate")]
-    if _true(value("use_sim_time")):
+    if is_true(value("use_sim_time")):
         argv.append("--clock")
-    if _true(value("stereo")):
+    if is_true(value("stereo")):
         argv.append("--stereo")
     argv += ["--palette", value("palette")]
     if int(value("frames")) > 0:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import cv2
@@ -203,36 +204,89 @@ def instruments_to_markers(
     namespace: str = "instruments",
 ) -> Any:
     """DELETEALL, then per instrument an arrow (entry -> tip) and a sphere (tip)."""
-
-    def marker(
-        mid: int, kind: int, action: int, position: Sequence[float], scale: Sequence[float], **kw: Any
-    ):
-        return types.new(
-            "visualization_msgs/msg/Marker",
-            header=header,
-            ns=namespace,
-            id=mid,
-            type=kind,
-            action=action,
-            pose=_pose(types, position),
-            scale=types.new("geometry_msgs/msg/Vector3", x=scale[0], y=scale[1], z=scale[2]),
-            **kw,
-        )
-
-    markers = [marker(0, _ARROW, _DELETEALL, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))]
     points, size = _marker_points(instruments, camera, pixel_size, ray_length)
+    return shaft_markers(types, header, namespace, instruments, points, size, size * 2.0)
+
+
+def _marker(
+    types: MessageTypes,
+    header: Any,
+    namespace: str,
+    mid: int,
+    kind: int,
+    action: int,
+    position: Sequence[float],
+    scale: Sequence[float],
+    **kw: Any,
+) -> Any:
+    """One visualization_msgs/Marker at ``position`` (identity orientation)."""
+    return types.new(
+        "visualization_msgs/msg/Marker",
+        header=header,
+        ns=namespace,
+        id=mid,
+        type=kind,
+        action=action,
+        pose=_pose(types, position),
+        scale=types.new("geometry_msgs/msg/Vector3", x=scale[0], y=scale[1], z=scale[2]),
+        **kw,
+    )
+
+
+def shaft_markers(
+    types: MessageTypes,
+    header: Any,
+    namespace: str,
+    instruments: Sequence,
+    ends: np.ndarray,
+    arrow_size: float,
+    sphere_size: float,
+) -> Any:
+    """The ``markers`` MarkerArray of mono and stereo mode: DELETEALL (instruments that vanished
+    disappear from RViz), then per instrument ``i`` (``track_id``, ``tip_visible``) an arrow
+    ``ends[2i] -> ends[2i + 1]`` (shaft ``arrow_size / 2`` wide, head ``arrow_size`` wide and
+    ``1.5 arrow_size`` long) and a sphere of diameter ``sphere_size`` at ``ends[2i + 1]``, the
+    tip, coloured by track id; the sphere of a tip that is not visible has alpha 0.3."""
+    origin = (0.0, 0.0, 0.0)
+    arrow_scale = (arrow_size * 0.5, arrow_size, arrow_size * 1.5)  # shaft, head diameter, head length
+    marker = partial(_marker, types, header, namespace)
+    markers = [marker(0, _ARROW, _DELETEALL, origin, origin)]
     for i, inst in enumerate(instruments):
         r, g, b = TRACK_COLOURS[int(inst.track_id) % len(TRACK_COLOURS)]
         color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0)
         tip_color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0 if inst.tip_visible else 0.3)
-        entry, tip = points[2 * i], points[2 * i + 1]
-        arrow_points = [_point(types, entry), _point(types, tip)]
-        arrow_scale = (size * 0.5, size, size * 1.5)
-        markers.append(
-            marker(2 * i, _ARROW, _ADD, (0.0, 0.0, 0.0), arrow_scale, points=arrow_points, color=color)
-        )
-        markers.append(marker(2 * i + 1, _SPHERE, _ADD, tip, (size * 2.0,) * 3, color=tip_color))
+        tip = ends[2 * i + 1]
+        points = [_point(types, ends[2 * i]), _point(types, tip)]
+        markers.append(marker(2 * i, _ARROW, _ADD, origin, arrow_scale, points=points, color=color))
+        markers.append(marker(2 * i + 1, _SPHERE, _ADD, tip, (sphere_size,) * 3, color=tip_color))
     return types.new(MARKER_ARRAY, markers=markers)
+
+
+def instrument_detection(
+    types: MessageTypes,
+    kind: str,
+    header: Any,
+    inst: Any,
+    class_names: Sequence[str],
+    pose: Any,
+    covariance: Sequence[float],
+    bbox: Any,
+) -> Any:
+    """One vision_msgs Detection2D or Detection3D (``kind``) of an instrument (``class_id``,
+    ``score``, ``track_id``): one hypothesis, its class name (the id when out of range) and score
+    with ``pose`` and ``covariance``; ``bbox``; the track id as ``id``."""
+    cid = int(inst.class_id)
+    hypothesis = types.new(
+        "vision_msgs/msg/ObjectHypothesis",
+        class_id=class_names[cid] if 0 <= cid < len(class_names) else str(cid),
+        score=float(inst.score),
+    )
+    result = types.new(
+        "vision_msgs/msg/ObjectHypothesisWithPose",
+        hypothesis=hypothesis,
+        pose=types.new("geometry_msgs/msg/PoseWithCovariance", pose=pose, covariance=covariance),
+    )
+    return types.new(kind, header=header, results=[result], bbox=bbox, id=str(int(inst.track_id)))
 
 
 def instruments_to_detections(
@@ -244,35 +298,17 @@ def instruments_to_detections(
     detections = []
     for inst in instruments:
         x, y, w, h = (float(v) for v in inst.bbox)
-        cid = int(inst.class_id)
-        hypothesis = types.new(
-            "vision_msgs/msg/ObjectHypothesis",
-            class_id=class_names[cid] if 0 <= cid < len(class_names) else str(cid),
-            score=float(inst.score),
-        )
         tip = (float(inst.tip[0]), float(inst.tip[1]), 0.0)
         pose = _pose(types, tip, yaw_quaternion(types, float(inst.axis[0]), float(inst.axis[1])))
-        result = types.new(
-            "vision_msgs/msg/ObjectHypothesisWithPose",
-            hypothesis=hypothesis,
-            pose=types.new(
-                "geometry_msgs/msg/PoseWithCovariance",
-                pose=pose,
-                covariance=tip_covariance(inst.axis, inst.tip_visible),
-            ),
-        )
         centre = types.new(
             "vision_msgs/msg/Pose2D",
             position=types.new("vision_msgs/msg/Point2D", x=x + w / 2.0, y=y + h / 2.0),
         )
         bbox = types.new("vision_msgs/msg/BoundingBox2D", center=centre, size_x=w, size_y=h)
+        covariance = tip_covariance(inst.axis, inst.tip_visible)
         detections.append(
-            types.new(
-                "vision_msgs/msg/Detection2D",
-                header=header,
-                results=[result],
-                bbox=bbox,
-                id=str(int(inst.track_id)),
+            instrument_detection(
+                types, "vision_msgs/msg/Detection2D", header, inst, class_names, pose, covariance, bbox
             )
         )
     return types.new(DETECTION_ARRAY, header=header, detections=detections)

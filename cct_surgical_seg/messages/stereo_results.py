@@ -42,8 +42,8 @@ import numpy as np
 from cct_surgical_seg.deploy.poses import reported_instruments
 from cct_surgical_seg.deploy.stereo import Instrument3D, StereoCamera
 from cct_surgical_seg.messages.camera import CameraModel
-from cct_surgical_seg.messages.results import TRACK_COLOURS, OutputOptions
-from cct_surgical_seg.messages.types import MARKER_ARRAY, POSE_ARRAY, MessageTypes
+from cct_surgical_seg.messages.results import OutputOptions, _pose, instrument_detection, shaft_markers
+from cct_surgical_seg.messages.types import POSE_ARRAY, MessageTypes
 
 DETECTION_3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 
@@ -165,16 +165,6 @@ def shaft_quaternion(types: MessageTypes, axis: Sequence[float]) -> Any:
     return types.new("geometry_msgs/msg/Quaternion", x=q[0], y=q[1], z=q[2], w=q[3])
 
 
-def _point(types: MessageTypes, xyz: Sequence[float]) -> Any:
-    return types.new("geometry_msgs/msg/Point", x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
-
-
-def _pose(types: MessageTypes, xyz: Sequence[float], orientation: Any = None) -> Any:
-    if orientation is None:  # identity; spelled out because rosbags' zero Quaternion has w = 0
-        orientation = types.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
-    return types.new("geometry_msgs/msg/Pose", position=_point(types, xyz), orientation=orientation)
-
-
 def _tip_pose(types: MessageTypes, pose: Instrument3D) -> Any:
     return _pose(types, pose.tip_xyz, shaft_quaternion(types, pose.axis_xyz))
 
@@ -197,39 +187,17 @@ def poses_to_detections_3d(
     """vision_msgs/Detection3DArray: class, score, tip pose with covariance, a box about the tip."""
     detections = []
     for p in poses:
-        cid = int(p.class_id)
-        hypothesis = types.new(
-            "vision_msgs/msg/ObjectHypothesis",
-            class_id=class_names[cid] if 0 <= cid < len(class_names) else str(cid),
-            score=float(p.score),
-        )
-        result = types.new(
-            "vision_msgs/msg/ObjectHypothesisWithPose",
-            hypothesis=hypothesis,
-            pose=types.new(
-                "geometry_msgs/msg/PoseWithCovariance",
-                pose=_tip_pose(types, p),
-                covariance=pose_covariance(p.tip_cov),
-            ),
-        )
         std = np.sqrt(np.clip(np.diag(np.asarray(p.tip_cov, np.float64).reshape(3, 3)), 0.0, None))
         sx, sy, sz = (TIP_BOX_SIGMAS * std).tolist()
         size = types.new("geometry_msgs/msg/Vector3", x=sx, y=sy, z=sz)
         bbox = types.new("vision_msgs/msg/BoundingBox3D", center=_pose(types, p.tip_xyz), size=size)
+        pose, covariance = _tip_pose(types, p), pose_covariance(p.tip_cov)
         detections.append(
-            types.new(
-                "vision_msgs/msg/Detection3D",
-                header=header,
-                results=[result],
-                bbox=bbox,
-                id=str(int(p.track_id)),
+            instrument_detection(
+                types, "vision_msgs/msg/Detection3D", header, p, class_names, pose, covariance, bbox
             )
         )
     return types.new(DETECTION_3D_ARRAY, header=header, detections=detections)
-
-
-_ARROW, _SPHERE = 0, 2  # visualization_msgs/Marker types
-_ADD, _DELETEALL = 0, 3  # visualization_msgs/Marker actions
 
 
 def poses_to_markers(
@@ -242,32 +210,10 @@ def poses_to_markers(
 ) -> Any:
     """DELETEALL, then per instrument an arrow along the shaft ending at the tip and a sphere at
     the tip (alpha 0.3 when the tip is not visible), coloured by track id."""
-
-    def marker(mid: int, kind: int, action: int, position: Sequence[float], scale: Sequence[float], **kw):
-        return types.new(
-            "visualization_msgs/msg/Marker",
-            header=header,
-            ns=namespace,
-            id=mid,
-            type=kind,
-            action=action,
-            pose=_pose(types, position),
-            scale=types.new("geometry_msgs/msg/Vector3", x=scale[0], y=scale[1], z=scale[2]),
-            **kw,
-        )
-
-    markers = [marker(0, _ARROW, _DELETEALL, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))]
-    arrow_scale = (sphere_size * 0.5, sphere_size, sphere_size * 1.5)  # shaft, head diameter, head length
-    for i, p in enumerate(poses):
-        r, g, b = TRACK_COLOURS[int(p.track_id) % len(TRACK_COLOURS)]
-        color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0)
-        tip_color = types.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0 if p.tip_visible else 0.3)
-        tip = np.asarray(p.tip_xyz, np.float64)
-        tail = tip - arrow_length * np.asarray(p.axis_xyz, np.float64)
-        points = [_point(types, tail), _point(types, tip)]
-        markers.append(marker(2 * i, _ARROW, _ADD, (0.0, 0.0, 0.0), arrow_scale, points=points, color=color))
-        markers.append(marker(2 * i + 1, _SPHERE, _ADD, tip, (sphere_size,) * 3, color=tip_color))
-    return types.new(MARKER_ARRAY, markers=markers)
+    tips = np.array([p.tip_xyz for p in poses], np.float64).reshape(-1, 3)
+    axes = np.array([p.axis_xyz for p in poses], np.float64).reshape(-1, 3)
+    ends = np.stack([tips - arrow_length * axes, tips], axis=1).reshape(-1, 3)  # tail, tip per pose
+    return shaft_markers(types, header, namespace, poses, ends, sphere_size, sphere_size)
 
 
 def quaternion_axis(q: Any) -> tuple[float, float, float]:

@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         writing = WriteSettings(
             not args.no_copy, args.storage, args.overwrite, args.keep_partial, not args.quiet
         )
-        report = (_segment_stereo if args.stereo else _segment_mono)(args, pipeline, options, writing)
+        report = _segment(args, pipeline, options, writing)
     except (BagError, FileExistsError, DeployError) as exc:
         print(f"cct-bag: error: {exc}", file=sys.stderr)
         return 2
@@ -190,39 +190,30 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_mono(
+def _segment(
     args: argparse.Namespace, pipeline: SegmentationPipeline, options: OutputOptions, writing: WriteSettings
 ) -> BagReport:
-    return segment_bag(
+    """The mono or the stereo run: each mode's own topics and truth defaults, then what both take."""
+    if args.stereo:
+        run, gt_mask, gt_tips = segment_stereo_bag, DEFAULT_STEREO_GT_MASK_TOPIC, DEFAULT_STEREO_GT_TIPS_TOPIC
+        own = {
+            "left_topic": args.left_topic,
+            "right_topic": args.right_topic,
+            "sync_tolerance": args.stereo_sync_tolerance,
+            "matching": args.stereo_matching,
+        }
+    else:
+        run, gt_mask, gt_tips = segment_bag, DEFAULT_GT_MASK_TOPIC, DEFAULT_GT_TIPS_TOPIC
+        own = {"topic": args.topic, "camera_info_topic": args.camera_info_topic or None}
+    return run(
         args.input,
         args.output,
         pipeline,
-        topic=args.topic,
-        camera_info_topic=args.camera_info_topic or None,
+        **own,
         prefix=args.prefix,
         options=options,
-        gt_mask_topic=_gt_topic(args.gt_mask_topic, DEFAULT_GT_MASK_TOPIC),
-        gt_tips_topic=_gt_topic(args.gt_tips_topic, DEFAULT_GT_TIPS_TOPIC),
-        **asdict(writing),
-    )
-
-
-def _segment_stereo(
-    args: argparse.Namespace, pipeline: SegmentationPipeline, options: OutputOptions, writing: WriteSettings
-) -> BagReport:
-
-    return segment_stereo_bag(
-        args.input,
-        args.output,
-        pipeline,
-        left_topic=args.left_topic,
-        right_topic=args.right_topic,
-        sync_tolerance=args.stereo_sync_tolerance,
-        matching=args.stereo_matching,
-        prefix=args.prefix,
-        options=options,
-        gt_mask_topic=_gt_topic(args.gt_mask_topic, DEFAULT_STEREO_GT_MASK_TOPIC),
-        gt_tips_topic=_gt_topic(args.gt_tips_topic, DEFAULT_STEREO_GT_TIPS_TOPIC),
+        gt_mask_topic=_gt_topic(args.gt_mask_topic, gt_mask),
+        gt_tips_topic=_gt_topic(args.gt_tips_topic, gt_tips),
         **asdict(writing),
     )
 

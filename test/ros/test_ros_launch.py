@@ -1,5 +1,6 @@
-"""Static agreement of launch/segmentation.launch.py, setup.py, config/segmentation.yaml and the
-parameter table. Plain text/AST parsing, so it runs everywhere (no ROS needed)."""
+"""Static agreement of launch/segmentation.launch.py (with the shared arguments and Node of
+cct_surgical_seg/ros/launch_arguments.py), setup.py, config/segmentation.yaml and the parameter
+table. Plain text/AST parsing, so it runs everywhere (no ROS needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "segmentation.launch.py"
+LAUNCH_ARGUMENTS = ROOT / "cct_surgical_seg" / "ros" / "launch_arguments.py"
 CONFIG = ROOT / "config" / "segmentation.yaml"
+DECLARED = re.compile(r'DeclareLaunchArgument\(\s*"(\w+)"')
 
 
 def _constants(path: Path) -> dict[str, object]:
@@ -25,8 +28,17 @@ def _constants(path: Path) -> dict[str, object]:
     return out
 
 
+def _launch_constants() -> dict[str, object]:
+    """The launch file's constants over the shared ones of launch_arguments.py."""
+    return {**_constants(LAUNCH_ARGUMENTS), **_constants(LAUNCH)}
+
+
 def _declared_launch_arguments() -> set[str]:
-    return set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
+    """The launch file's own arguments and, when it calls node_launch_description(), the shared
+    ones of node_arguments()."""
+    text = LAUNCH.read_text()
+    shared = DECLARED.findall(LAUNCH_ARGUMENTS.read_text()) if "node_launch_description(" in text else []
+    return {*DECLARED.findall(text), *shared}
 
 
 def _spec_names() -> list[str]:
@@ -35,7 +47,7 @@ def _spec_names() -> list[str]:
 
 
 def test_launch_executable_and_node_name_match_setup_py() -> None:
-    launch = _constants(LAUNCH)
+    launch = _launch_constants()
     setup = _constants(ROOT / "setup.py")
     assert launch["PACKAGE"] == setup["PACKAGE"] == "cct_surgical_seg"
     entry = setup["ENTRY_POINTS"][launch["EXECUTABLE"]]
@@ -62,7 +74,7 @@ def test_launch_arguments_cover_the_contract_and_map_to_real_parameters() -> Non
         "respawn",
         "respawn_delay",
     } <= args
-    launch = _constants(LAUNCH)
+    launch = _launch_constants()
     assert set(launch["OVERRIDES"]) <= args
     assert set(launch["OVERRIDES"].values()) <= set(_spec_names())
     assert set(launch["REMAPS"]) <= args
@@ -73,7 +85,7 @@ def test_launch_arguments_cover_the_contract_and_map_to_real_parameters() -> Non
 
 def test_yaml_targets_the_node_and_sets_exactly_the_declared_parameters() -> None:
     doc = yaml.safe_load(CONFIG.read_text())
-    assert list(doc) == ["/**/" + _constants(LAUNCH)["NODE_NAME"]]
+    assert list(doc) == ["/**/" + _launch_constants()["NODE_NAME"]]
     params = doc["/**/segmentation_node"]["ros__parameters"]
     assert sorted(params) == sorted(_spec_names())
 
@@ -103,12 +115,13 @@ def test_setup_installs_launch_and_config() -> None:
 
 def test_every_place_that_lists_backends_lists_deploy_backends_kinds() -> None:
     """The YAML comment and the launch files offer every backend ``create_backend`` takes; the
-    launch files and the CLIs take the list from ``deploy.backends.KINDS`` itself."""
+    launch files (the node's arguments in launch_arguments.py) and the CLIs take the list from
+    ``deploy.backends.KINDS`` itself."""
     from cct_surgical_seg.deploy.backends import KINDS
 
     comment = re.search(r"^\s*backend: \w+\s+#(.*)$", CONFIG.read_text(), re.M)
     assert comment and [k.strip() for k in comment.group(1).split("|")] == list(KINDS)
-    for path in [LAUNCH, ROOT / "launch" / "demo.launch.py"]:
+    for path in [LAUNCH_ARGUMENTS, ROOT / "launch" / "demo.launch.py"]:  # the node's, the demo's
         assert "from cct_surgical_seg.deploy.backends import KINDS" in path.read_text(), path
     for module in ("offline/bag_cli.py", "sim/demo.py", "deploy/cli.py", "ros/parameters.py"):
         source = (ROOT / "cct_surgical_seg" / module).read_text()

@@ -214,7 +214,11 @@ def _constants(path: Path) -> dict[str, object]:
 
 def test_stereo_launch_remaps_the_node_inputs_and_overrides_real_parameters() -> None:
     launch_path = ROOT / "launch" / "stereo.launch.py"
-    launch = _constants(launch_path)
+    # the constants the launch file shares with segmentation.launch.py (EXECUTABLE, NODE_NAME)
+    launch = {
+        **_constants(ROOT / "cct_surgical_seg" / "ros" / "launch_arguments.py"),
+        **_constants(launch_path),
+    }
     node = _constants(ROOT / "cct_surgical_seg" / "ros" / "segmentation_node.py")
     stereo_inputs = {node[k] for k in node if k.startswith(("LEFT_", "RIGHT_")) and k.endswith("_TOPIC")}
     assert {topic for topic, _ in launch["REMAPS"].values()} == stereo_inputs == {
