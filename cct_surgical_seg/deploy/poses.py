@@ -13,8 +13,16 @@ Per region (an 8-connected component of instrument pixels; with ``merge_classes=
 instrument class counts together, so a shaft and its jaws form one region):
 
 * entries = runs of the region's pixels along the image border (gaps of up to a few pixels
-  bridged); a run of mostly jaw pixels is where the jaws leave the view, not an entry. The
-  entry of a lone instrument is the run farthest from its jaws, or the longest without jaws.
+  bridged, and a gap across an image corner that is shorter in a straight line than
+  ``_CORNER_GAP`` of the image's smaller side: a round field stop cuts the corner off, and a
+  tool entering there touches both borders); a run of mostly jaw pixels is where the jaws
+  leave the view, not an entry. The entry of a lone instrument is the run farthest from its
+  jaws, or the longest without jaws.
+* jaws at an entry: a tool's jaws lie at its distal end, never beside its own entry. A jaw
+  component on the border whose centre lies nearer to an entry run's body pixels than half
+  the region's reach from them, and which reaches less far from them than the body does, is
+  body (a dark field-stop corner, or a shaft's edge, that a model calls jaws); jaws capping a
+  short stub reach farther than its shaft and stay jaws.
 * axis = first principal component of the shaft pixels when there are enough of them and they
   are elongated (standard deviations along / across >= 2). Else the whole region's, when that
   is elongated. Else (a short, wide stub entering the view) the direction from the entry to the
@@ -23,11 +31,15 @@ instrument class counts together, so a shaft and its jaws form one region):
   region touching no border points towards its jaws; without jaws, from the end farther from the
   image centre towards the nearer one (tools reach in towards the site the endoscope centres).
 * entry point = the point of the axis line at the smallest projection of the region's outline.
-* tip, with jaws: start = the shaft's distal end (the largest projection of the shaft on the
-  axis; the entry, or the shaft centroid, when the shaft gave no axis). Shaft pixels beyond the
-  jaws' centroid along the axis are jaws called shaft (thin jaw tips often are): they join the
-  jaws, and start moves back to where the jaws begin. Of the jaw outline
-  points ahead of it (towards the jaw centroid), those within ``_TIP_REACH`` of the largest
+* tip, with jaws: start = the shaft's distal end (the largest projection of the shaft's
+  outline on the axis, less shaft specks under a tenth of its largest piece's box; the entry,
+  or the shaft centroid, when the shaft gave no axis). Shaft pixels beyond the jaws' centroid
+  along the axis are jaws called shaft (thin jaw tips often are): they join the jaws, and start
+  moves back to where the jaws begin. The jaw outline points ahead of it (towards the jaw
+  centroid) are the candidates, less those within ``_INTERFACE_PX`` of the shaft (where the
+  jaws meet the shaft, such as the corner of a cap of jaws on the shaft's end) and those on the
+  entry run (a wrist's rim on the border beside the shaft), unless fewer than
+  ``_MIN_END_PTS`` would be left. Of them, those within ``_TIP_REACH`` of the largest
   distance from the start are split into clusters side by side (one per open jaw, one for
   closed jaws); each cluster's end is the mean of its points within ``_TIP_BAND_PX`` of its own
   largest distance, and the tip is the mean of the ends: the midpoint between the two jaw tips
@@ -46,8 +58,9 @@ instrument class counts together, so a shaft and its jaws form one region):
 
 Touching and crossing tools: one region is split when it has two or more entries (runs of >= 3
 body pixels) or two or more jaw groups (jaw components within ``_JAW_GAP_PX`` of each other form
-a group; a group counts from ``max(20, min_area_px // 4)`` pixels). The split works on the body
-(non-jaw) pixels, on a grid thinned to about ``_SPLIT_SAMPLES`` points.
+a group; a group counts from ``max(20, min_area_px // 4)`` pixels and a tenth of the largest
+group: a smaller one is a speck beside a tool's jaws). The split works on the body (non-jaw)
+pixels, on a grid thinned to about ``_SPLIT_SAMPLES`` points.
 
 1. Each entry seeds a ray: the principal axis of the body pixels near it (and nearer to it than
    to any other entry), pointing inwards. Jaw groups that no ray explains (matched one to one
@@ -68,16 +81,21 @@ a group; a group counts from ``max(20, min_area_px // 4)`` pixels). The split wo
 4. Body pixels go to the nearest final segment (decided on the grid, spread to the pixels
    around each grid point). Each line's distal end is then set at its farthest pixel; each jaw
    group joins the line whose distal end it touches, divided pixel by pixel by the nearest end
-   when two ends touch it (jaws gripping each other); a small group touching no end joins the
-   nearest line's pixels as a speck. Each line with its pixels and jaws, and each lone jaw
-   group, is an Instrument with its own bbox, area, centroid, class and score; every pixel of
-   the region belongs to exactly one.
+   when two ends touch it (jaws gripping each other), though never to a line whose end the
+   pixel lies behind by more than half the line's width (no wrist puts jaws there: jaws lying
+   across another tool's shaft, whose end touches them too); a small group touching no end
+   joins the nearest line's pixels as a speck. Each line with its pixels and jaws, and each
+   lone jaw group, is an Instrument with its own bbox, area, centroid, class and score; every
+   pixel of the region belongs to exactly one.
 
 Limits: tools that enter through one merged border run and show no separate jaws stay one;
 tools meeting tip to tip on one straight line without visible jaws read as one tool crossing
 the view; tools side by side along their length split only with two jaw groups; tools crossing
 at under ~15 deg, and jaws that overlap each other, are divided poorly; pixels where two shafts
-overlap go to the nearer axis.
+overlap go to the nearer axis. Open jaws that overlap in the image (opening towards the lens)
+show one jaw's tip, up to half a jaw beyond the grasp point; a crescent of jaws bent away
+around the shaft's end gives one end of the crescent; a shaft seen end-on near the lens, its
+wrist bent along the border, gives no usable axis.
 
 Cost at 640x512 on the 2-core development machine (best of repeated runs; about 3x more while
 other work loads the cores): three separate tools ~0.5 ms; two of them touching or crossing
@@ -85,14 +103,23 @@ other work loads the cores): three separate tools ~0.5 ms; two of them touching 
 per-component statistics are avoided: they cost ~1-2 ms per frame by themselves (bounding
 boxes come from the components' outer contours instead).
 
-Tracking matches instruments to tracks greedily by centroid distance (smallest first, within
-``max_match_distance_px``); unmatched tracks survive ``max_missed_frames`` frames before expiry,
-so a tool that flickers out for a frame keeps its id. Greedy is Hungarian-equivalent for the
-few, well-separated instruments of an endoscope view and needs no SciPy. A tracked instrument
-keeps its orientation sense: when its new axis points against the previous one by more than
-120 deg and its new tip lies nearer the previous entry than its new entry does (it still touches
-the border it entered through, e.g. a tool crossing the view whose longer border run changed
-sides), axis, tip and entry are turned back. Visible jaws decide by themselves and are kept.
+Tracking matches instruments to tracks greedily, smallest cost first: the centroids' distance
+plus the mean distance between the ends (entry and tip, in either order, as the sense may have
+turned). A pair is no match when the centroids or the ends lie farther apart than
+``max_match_distance_px``, or when one area exceeds the other ``_MAX_AREA_RATIO`` times: a
+track never moves to a region of very different size (a spurious blob in a dark corner, a
+sliver of a split) or to a tool with its ends elsewhere. Unmatched tracks survive
+``max_missed_frames`` frames before expiry, so a tool that flickers out for a frame keeps its
+id. Greedy is Hungarian-equivalent for the few, well-separated instruments of an endoscope view
+and needs no SciPy. A tracked instrument keeps its orientation sense: when its new axis points
+against the previous one by more than 120 deg and its new tip lies nearer the previous entry
+than its new entry does (it still touches the border it entered through, e.g. a tool crossing
+the view whose longer border run changed sides), axis, tip and entry are turned back. An
+instrument with a visible tip is only turned back when its ends swapped while the tool stayed
+put (its tip nearer the previous entry than the previous tip, its entry nearer the previous
+tip than the previous entry: jaws seen at the wrong end for a frame); a tool that did turn, its
+entry moving elsewhere, keeps what its jaws say. A turned-back tip is visible only when the
+track's was.
 """
 
 from __future__ import annotations
@@ -114,7 +141,10 @@ _MIN_ELONGATION = 2.0  # std along / std across of an elongated (axis-giving) pi
 _TIP_BAND_PX = 3.0  # jaw outline points this close to a jaw's farthest point form its end
 _TIP_REACH = 0.2  # jaw ends lie within this fraction of the farthest one's distance from the wrist
 _BORDER_MARGIN_PX = 2.0  # a tip this close to the image border leaves the view
+_INTERFACE_PX = 2  # jaw outline points this close to the shaft are where the jaws meet it
+_MIN_END_PTS = 3  # ... unless fewer jaw outline points than this are left
 _RUN_GAP_PX = 4  # border-contact runs this close along the border are one run
+_CORNER_GAP = 0.08  # ... and across an image corner, this fraction of the smaller side apart
 _MIN_ENTRY_PX = 3  # a border run of fewer pixels is no evidence of a separate tool
 _MIN_JAW_GROUP_PX = 20  # a jaw group counts as a separate tool's from max(this, min_area_px // 4)
 _JAW_GAP_PX = 4  # jaw components this close form one group (open jaws, segmentation holes)
@@ -124,6 +154,7 @@ _SPLIT_ROUNDS = 3  # k-line clustering rounds
 _SPLIT_SAMPLES = 1000  # the clustering works on about this many body pixels (a grid) at most
 _MIN_CLAIMED_PX = 8  # fewer shaft pixels beyond the jaws' centroid than this stay shaft
 _FLIP_COS = -0.5  # cos(120 deg): a tracked axis turning farther than this is turned back
+_MAX_AREA_RATIO = 3.0  # a track never moves to an instrument this many times larger or smaller
 
 
 @dataclass(frozen=True)
@@ -336,12 +367,20 @@ class _Run:
 
 
 def _border_runs(on: np.ndarray, tip: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[_Run]:
-    """Runs of ``on`` along the closed border loop (wrapping at its start)."""
+    """Runs of ``on`` along the closed border loop (wrapping at its start). Gaps of up to
+    ``_RUN_GAP_PX`` are bridged, and so is a gap across an image corner that is shorter in a
+    straight line than ``_CORNER_GAP`` of the image's smaller side (a tool entering through a
+    corner that a round field stop cuts off)."""
     idx = np.flatnonzero(on)
     if idx.size == 0:
         return []
-    groups = np.split(idx, np.flatnonzero(np.diff(idx) > _RUN_GAP_PX + 1) + 1)
-    if len(groups) > 1 and groups[0][0] + on.size - groups[-1][-1] <= _RUN_GAP_PX + 1:
+    corner_gap = _CORNER_GAP * (min(int(rows.max()), int(cols.max())) + 1)
+    ends = np.append(idx, idx[0])  # each gap runs from ends[i] to ends[i + 1], the last one wraps
+    along = np.diff(ends) % on.size
+    straight = np.hypot(np.diff(cols[ends]), np.diff(rows[ends]))
+    bridged = (along <= _RUN_GAP_PX + 1) | ((straight <= corner_gap) & (straight < 0.9 * along))
+    groups = np.split(idx, np.flatnonzero(~bridged[:-1]) + 1)
+    if len(groups) > 1 and bridged[-1]:
         groups[0] = np.concatenate([groups.pop(), groups[0]])
     return [
         _Run(np.column_stack([cols[g], rows[g]]).astype(np.float64), float(tip[g].mean())) for g in groups
@@ -416,6 +455,29 @@ def _jaw_ends(pts: np.ndarray, dist: np.ndarray, direction: np.ndarray) -> list[
     ]
 
 
+def _by_the_shaft(part: _Part, bx: int, by: int, shape: tuple[int, ...], pts: np.ndarray) -> np.ndarray:
+    """Which jaw outline points ``pts`` lie within ``_INTERFACE_PX`` of the part's shaft pixels
+    (not its jaws): where the jaws meet the shaft, not where they end."""
+    r = _INTERFACE_PX
+    h, w = part.pixels.shape
+    x0, y0 = max(bx - r, 0), max(by - r, 0)
+    x1, y1 = min(bx + shape[1] + r, w), min(by + shape[0] + r, h)
+    shaft = cv2.subtract(part.shaft[y0:y1, x0:x1], part.jaws[y0:y1, x0:x1])
+    near = cv2.dilate(shaft, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+    cols = pts[:, 0].astype(np.intp) - part.x - x0
+    rows = pts[:, 1].astype(np.intp) - part.y - y0
+    return near[rows, cols] > 0
+
+
+def _on_entry(part: _Part, pts: np.ndarray) -> np.ndarray:
+    """Which outline points ``pts`` are pixels of the part's entry run: jaws on the border where
+    the tool enters are a wrist's rim beside the shaft, not jaw ends leaving the view."""
+    if part.run is None:
+        return np.zeros(pts.shape[0], bool)
+    key = part.run.pts[:, 0] * 65536.0 + part.run.pts[:, 1]
+    return np.isin(pts[:, 0] * 65536.0 + pts[:, 1], key)
+
+
 def _jaw_tip(part: _Part, start: np.ndarray, jaw_centroid: np.ndarray, axis: np.ndarray,
              size: tuple[int, int]) -> tuple[np.ndarray, bool]:  # fmt: skip
     """Tip from the jaws (module docstring) and whether it lies on the image border.
@@ -431,9 +493,13 @@ def _jaw_tip(part: _Part, start: np.ndarray, jaw_centroid: np.ndarray, axis: np.
     norm = float(np.hypot(*towards))
     direction = towards / norm if norm >= 1.0 else axis
     rel = pts - start
-    ahead = rel @ direction >= 0
-    if ahead.any():
-        pts, rel = pts[ahead], rel[ahead]
+    keep = (rel @ direction >= 0) & ~_by_the_shaft(part, bx, by, jaws.shape, pts) & ~_on_entry(part, pts)
+    if np.count_nonzero(keep) >= _MIN_END_PTS:
+        pts, rel = pts[keep], rel[keep]
+    else:
+        ahead = rel @ direction >= 0
+        if ahead.any():
+            pts, rel = pts[ahead], rel[ahead]
     ends = _jaw_ends(pts, np.hypot(rel[:, 0], rel[:, 1]), direction)
     tip = np.mean([end.mean(axis=0) for end in ends], axis=0)
     on_border = any(_on_border(end, *size, 0.5) for end in ends) or _on_border(tip, *size, _BORDER_MARGIN_PX)
@@ -509,6 +575,19 @@ def _claim_distal_shaft(part: _Part, origin: np.ndarray, axis: np.ndarray, jaw_c
     return replace(part, jaws=jaws), centroid, begin
 
 
+def _shaft_end(part: _Part, origin: np.ndarray, axis: np.ndarray) -> float:
+    """The shaft's distal end along ``axis`` from ``origin``: the largest projection of the outline
+    of its pieces, less specks (pieces under a tenth of the largest one's box, which a split
+    leaves now and then beside the shaft)."""
+    contours, _ = cv2.findContours(part.shaft, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                   offset=(part.x, part.y))  # fmt: skip
+    if len(contours) > 1:
+        sizes = [cv2.boundingRect(c)[2] * cv2.boundingRect(c)[3] for c in contours]
+        contours = [c for c, size in zip(contours, sizes, strict=True) if size >= 0.1 * max(sizes)]
+    outline = np.concatenate(contours).reshape(-1, 2).astype(np.float64)
+    return float(((outline - origin) @ axis).max())
+
+
 def _pose(part: _Part, size: tuple[int, int], has_tip_classes: bool
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:  # fmt: skip
     """``(centroid, axis, tip, entry, tip_visible)`` of one instrument (module docstring)."""
@@ -523,8 +602,7 @@ def _pose(part: _Part, size: tuple[int, int], has_tip_classes: bool
         visible = not has_tip_classes and not _on_border(far, *size, _BORDER_MARGIN_PX)
         return _centre(m_all), axis, far, entry, visible
     if from_shaft:  # the shaft's distal end
-        shaft_outline = _outline(part.shaft, part.x, part.y, cv2.CHAIN_APPROX_SIMPLE)
-        shaft_end = float(((shaft_outline - origin) @ axis).max())
+        shaft_end = _shaft_end(part, origin, axis)
         part, jaw_centroid, jaws_begin = _claim_distal_shaft(part, origin, axis, jaw_centroid)
         start = origin + axis * min(shaft_end, jaws_begin)
     elif part.contact is not None:
@@ -829,7 +907,12 @@ def _jaw_owners(g: _JawGroup, lines: Sequence[_Line], big: bool) -> np.ndarray |
     reach = np.array([max(8.0, line.width) for line in lines])
     touching = np.flatnonzero(np.sqrt(d2.min(axis=1)) <= reach)
     if touching.size >= 2:
-        return touching[np.argmin(d2[touching], axis=0)]
+        # a jaw pixel farther behind a line's end than half its width is not that line's
+        behind = np.stack(
+            [(gp - lines[i].end()) @ lines[i].direction < -0.5 * lines[i].width for i in touching]
+        )
+        cost = np.where(behind & ~behind.all(axis=0), np.inf, d2[touching])
+        return touching[np.argmin(cost, axis=0)]
     if touching.size == 1 or big:
         return int(touching[0]) if touching.size else int(np.argmin(d2.min(axis=1)))
     return -1 - int(np.argmin([float(line.distance2(g.centroid[None])[0]) for line in lines]))
@@ -840,14 +923,20 @@ def _touches_an_end(g: _JawGroup, lines: Sequence[_Line]) -> bool:
     return any(float(np.min(np.sum((gp - ln.end()) ** 2, axis=1))) <= max(8.0, ln.width) ** 2 for ln in lines)
 
 
+def _jaw_min(groups: Sequence[_JawGroup], params: PoseParams) -> float:
+    """Size from which a jaw group counts as a tool's own (module docstring)."""
+    largest = max((g.area for g in groups), default=0)
+    return max(_MIN_JAW_GROUP_PX, params.min_area_px // 4, 0.1 * largest)
+
+
 def _split(frame: _Frame, base: _Part, entries: Sequence[_Run], groups: Sequence[_JawGroup]
            ) -> list[_Part] | None:  # fmt: skip
     """Instruments of a region that holds several (module docstring), or None for one."""
     params = frame.params
-    jaw_min = max(_MIN_JAW_GROUP_PX, params.min_area_px // 4)
     samples = _sample(base)
     if not groups and base.jaws.any():
         groups = _jaw_groups(base.jaws)
+    jaw_min = _jaw_min(groups, params)
     big = [g for g in groups if g.area >= jaw_min]
     offset = np.array([base.x, base.y], np.float64)
     lines = _merge_same(_entry_lines(samples, entries, offset) if entries else [], big)
@@ -889,7 +978,7 @@ def _body_owners(base: _Part, rows: np.ndarray, cols: np.ndarray, step: int, lin
 
 
 def _parts(base: _Part, step: int, lines: Sequence[_Line], alone: Sequence[_JawGroup],
-           groups: Sequence[_JawGroup], jaw_min: int) -> list[_Part]:  # fmt: skip
+           groups: Sequence[_JawGroup], jaw_min: float) -> list[_Part]:  # fmt: skip
     """Each line's body pixels and jaws, and each lone jaw group, as crops of their own boxes.
 
     One label image of the region's box holds who owns each pixel (line ``i`` is ``i + 1``,
@@ -951,6 +1040,43 @@ def _entry_run(runs: Sequence[_Run], part: _Part) -> _Run | None:
     return max(body, key=lambda r: r.count)
 
 
+def _without_entry_jaws(pixels: np.ndarray, jaws: np.ndarray, runs: Sequence[_Run], x: int, y: int
+                        ) -> np.ndarray:  # fmt: skip
+    """Jaws less the jaw components on the image border near an entry (module docstring): their
+    centre nearer to the entry run's body pixels than half the region's reach from them, and
+    no part of them reaching as far as the body does."""
+    entries, on_border = [], []
+    for run in runs:
+        cols, rows = run.pts[:, 0].astype(np.intp) - x, run.pts[:, 1].astype(np.intp) - y
+        on_jaws = jaws[rows, cols] > 0
+        if on_jaws.any():
+            on_border.append((rows[on_jaws], cols[on_jaws]))
+        if run.count >= _MIN_ENTRY_PX and run.tip_fraction < 0.5:
+            entries.append(run.pts[~on_jaws].mean(axis=0))
+    if not entries or not on_border:
+        return jaws
+    _, labels = cv2.connectedComponents(jaws, connectivity=8)
+    outline = _outline(pixels, x, y, cv2.CHAIN_APPROX_SIMPLE)
+    body = outline[jaws[outline[:, 1].astype(np.intp) - y, outline[:, 0].astype(np.intp) - x] == 0]
+    if body.shape[0] == 0:
+        return jaws
+    reach = [(float(np.sqrt(np.max(np.sum((outline - p) ** 2, axis=1)))),
+              float(np.sqrt(np.max(np.sum((body - p) ** 2, axis=1))))) for p in entries]  # fmt: skip
+    drop = []
+    for label in np.unique(np.concatenate([labels[r, c] for r, c in on_border])):
+        jr, jc = np.nonzero(labels == label)
+        pts = np.column_stack([jc + x, jr + y]).astype(np.float64)
+        centre = pts.mean(axis=0)
+        for p, (region, own) in zip(entries, reach, strict=True):
+            far = float(np.sqrt(np.max(np.sum((pts - p) ** 2, axis=1))))
+            if math.dist(centre, p) < 0.5 * region and far < own:
+                drop.append(label)
+                break
+    if not drop:
+        return jaws
+    return cv2.bitwise_and(jaws, (~np.isin(labels, drop)).view(np.uint8))
+
+
 def _without_specks(jaws: np.ndarray, groups: Sequence[_JawGroup]) -> np.ndarray:
     """Jaws less the groups smaller than a tenth of the largest (misclassified specks)."""
     largest = max(g.area for g in groups)
@@ -970,6 +1096,7 @@ def _region_instruments(frame: _Frame, pixels: np.ndarray, box: tuple[int, int, 
     shaft, jaws = (roles == _SHAFT).view(np.uint8), (roles == _TIP).view(np.uint8)
     if not jaws.any() and not shaft.any():
         shaft = pixels  # no class roles: the whole region is shaft (class-blind rules)
+    jaws = _without_entry_jaws(pixels, jaws, runs, x, y)
     base = _Part(x, y, pixels, shaft, jaws, None)
     groups: list[_JawGroup] = []
     jaw_box = _sub_box(jaws)
@@ -979,7 +1106,7 @@ def _region_instruments(frame: _Frame, pixels: np.ndarray, box: tuple[int, int, 
     ):
         groups = _jaw_groups(jaws)
     entries = [r for r in runs if r.count >= _MIN_ENTRY_PX and r.tip_fraction < 0.5]
-    jaw_min = max(_MIN_JAW_GROUP_PX, frame.params.min_area_px // 4)
+    jaw_min = _jaw_min(groups, frame.params)
     if len(entries) >= 2 or sum(g.area >= jaw_min for g in groups) >= 2:
         parts = _split(frame, base, entries, groups)
         if parts is not None:
@@ -1043,16 +1170,57 @@ class _Track:
     centroid: Point
     axis: Point
     entry: Point
+    tip: Point
+    area: int
+    tip_visible: bool
     missed: int = 0
+
+    def follow(self, inst: Instrument) -> None:
+        self.centroid, self.axis, self.entry, self.tip, self.area, self.tip_visible = _track_fields(inst)
+        self.missed = 0
+
+
+def _track_fields(inst: Instrument) -> tuple[Point, Point, Point, Point, int, bool]:
+    return inst.centroid, inst.axis, inst.entry, inst.tip, inst.area_px, inst.tip_visible
+
+
+def _ends_distance(inst: Instrument, track: _Track) -> float:
+    """Mean distance between the instrument's ends (entry, tip) and the track's, in either order."""
+    same = math.dist(inst.entry, track.entry) + math.dist(inst.tip, track.tip)
+    swapped = math.dist(inst.entry, track.tip) + math.dist(inst.tip, track.entry)
+    return 0.5 * min(same, swapped)
+
+
+def _match_cost(inst: Instrument, track: _Track, max_distance: float) -> float | None:
+    """Centroid plus ends distance of a possible match (module docstring); None: not a match."""
+    centroids = math.dist(inst.centroid, track.centroid)
+    if centroids > max_distance:
+        return None
+    if max(inst.area_px, track.area) > _MAX_AREA_RATIO * max(min(inst.area_px, track.area), 1):
+        return None
+    ends = _ends_distance(inst, track)
+    return None if ends > max_distance else centroids + ends
 
 
 def _keep_sense(inst: Instrument, track: _Track) -> Instrument:
     """Turn back an instrument whose axis turned against its track's (module docstring)."""
-    if inst.tip_visible or inst.axis[0] * track.axis[0] + inst.axis[1] * track.axis[1] >= _FLIP_COS:
+    if inst.axis[0] * track.axis[0] + inst.axis[1] * track.axis[1] >= _FLIP_COS:
         return inst
-    if math.dist(inst.tip, track.entry) >= math.dist(inst.entry, track.entry):
+    tip_to_entry = math.dist(inst.tip, track.entry)
+    if tip_to_entry >= math.dist(inst.entry, track.entry):
         return inst
-    return replace(inst, axis=(-inst.axis[0], -inst.axis[1]), tip=inst.entry, entry=inst.tip)
+    swapped = tip_to_entry < math.dist(inst.tip, track.tip) and math.dist(inst.entry, track.tip) < math.dist(
+        inst.entry, track.entry
+    )
+    if inst.tip_visible and not swapped:
+        return inst
+    return replace(
+        inst,
+        axis=(-inst.axis[0], -inst.axis[1]),
+        tip=inst.entry,
+        entry=inst.tip,
+        tip_visible=inst.tip_visible and track.tip_visible,
+    )
 
 
 @dataclass
@@ -1069,35 +1237,29 @@ class InstrumentTracker:
 
     def update(self, instruments: Sequence[Instrument]) -> list[Instrument]:
         """Return ``instruments`` with ``track_id`` set; advance every track's missed count."""
+        limit = self.params.max_match_distance_px
         pairs = sorted(
-            (float(np.hypot(inst.centroid[0] - tr.centroid[0], inst.centroid[1] - tr.centroid[1])), i, t)
+            (cost, i, t)
             for i, inst in enumerate(instruments)
             for t, tr in enumerate(self._tracks)
+            if (cost := _match_cost(inst, tr, limit)) is not None
         )
         assigned: dict[int, int] = {}
         used_tracks: set[int] = set()
-        for dist, i, t in pairs:
-            if dist > self.params.max_match_distance_px:
-                break
-            if i in assigned or t in used_tracks:
-                continue
-            assigned[i] = t
-            used_tracks.add(t)
+        for _, i, t in pairs:
+            if i not in assigned and t not in used_tracks:
+                assigned[i] = t
+                used_tracks.add(t)
         out: list[Instrument] = []
         for i, inst in enumerate(instruments):
             if i in assigned:
                 track = self._tracks[assigned[i]]
                 inst = _keep_sense(inst, track)
-                track.centroid, track.axis, track.entry, track.missed = (
-                    inst.centroid,
-                    inst.axis,
-                    inst.entry,
-                    0,
-                )
             else:
-                track = _Track(next(self._ids), inst.centroid, inst.axis, inst.entry)
+                track = _Track(next(self._ids), *_track_fields(inst))
                 self._tracks.append(track)
                 used_tracks.add(len(self._tracks) - 1)
+            track.follow(inst)
             out.append(replace(inst, track_id=track.track_id))
         for t, track in enumerate(self._tracks):
             if t not in used_tracks:

@@ -249,6 +249,54 @@ def test_jaw_tips_labelled_shaft_still_give_the_tip(bend: float) -> None:
     assert inst.tip_visible and angle_between(inst.axis, unit(0.0)) <= 3.0  # jaw pixels pull it a little
 
 
+def test_a_shaft_speck_beyond_the_jaw_tips_does_not_move_the_tip() -> None:
+    """A few pixels at the jaws' far end called shaft, too few to be jaw tips labelled shaft:
+    the shaft still ends at the wrist, and the tip stays at the jaws."""
+    mask = np.zeros((H, W), np.uint8)
+    grasp, _ = draw_tool(mask, (0.0, 120.0), 10.0, 200.0, bend_deg=30.0)
+    d = unit(40.0)
+    rows, cols = np.nonzero(mask == 2)
+    far = int(np.argmax(cols * d[0] + rows * d[1]))
+    mask[rows[far] : rows[far] + 2, cols[far] : cols[far] + 2] = 1
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert math.dist(inst.tip, grasp) <= TIP_TOL_PX and inst.tip_visible
+
+
+def test_jaw_class_pixels_at_the_entry_are_not_the_tools_jaws() -> None:
+    """A jaw-class blob on the border in the corner beside the shaft's entry (a dark field-stop
+    corner that a model calls jaws): one instrument, its tip at its own jaws."""
+    mask = np.zeros((H, W), np.uint8)
+    grasp, _ = draw_tool(mask, (25.0, 0.0), 45.0, 200.0, width=24.0)
+    disc(mask, np.array([4.0, 10.0]), 12.0, 2)
+    assert cv2.connectedComponents((mask > 0).view(np.uint8))[0] == 2  # one region
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert math.dist(inst.tip, grasp) <= TIP_TOL_PX and inst.tip_visible
+    assert math.dist(inst.entry, (25.0, 0.0)) <= 20.0
+
+
+def test_tool_entering_through_a_cut_off_corner_is_one_instrument() -> None:
+    """A round field stop cuts the corner the tool enters through: two border runs, one on each
+    side of the corner, one tool."""
+    mask = np.zeros((H, W), np.uint8)
+    grasp, _ = draw_tool(mask, (-10.0, -10.0), 45.0, 220.0, width=30.0)
+    rows, cols = np.mgrid[0:H, 0:W]
+    mask[np.hypot(rows, cols) < 18.0] = 0
+    assert mask[0].any() and mask[:, 0].any() and not mask[0, :12].any()  # two runs
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert math.dist(inst.tip, grasp) <= TIP_TOL_PX and inst.tip_visible
+    assert angle_between(inst.axis, unit(45.0)) <= 3.0
+
+
+def test_a_jaw_speck_under_a_tenth_of_the_jaws_does_not_split_the_tool() -> None:
+    """36 jaw-class pixels on the shaft near the entry: more than the smallest jaw group that
+    counts alone, but a speck beside the tool's own jaws (~20 times as large)."""
+    mask = np.zeros((H, W), np.uint8)
+    grasp, _ = draw_tool(mask, (0.0, 180.0), 0.0, 220.0)
+    mask[177:183, 60:66] = 2
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert math.dist(inst.tip, grasp) <= TIP_TOL_PX and inst.area_px == int(np.count_nonzero(mask))
+
+
 def test_binary_model_without_a_tip_class() -> None:
     """tip_classes=() (a model without a manipulator class): the far end, visible inside the view."""
     mask = np.zeros((H, W), np.uint8)
@@ -289,6 +337,53 @@ def test_tracker_keeps_a_visible_jaw_tip() -> None:
     grasp, _ = draw_tool(second, (W - 1.0, 180.0), 180.0, 200.0)
     (inst,) = tracker.update(extract_instruments(second, params=params))
     assert inst.track_id == 1 and inst.axis[0] < 0 and math.dist(inst.tip, grasp) <= TIP_TOL_PX
+
+
+def test_tracker_never_moves_a_track_to_a_much_smaller_region() -> None:
+    """A tool missing for a frame while a small blob shows near its centroid: the blob (a
+    twentieth of its area) gets an id of its own, and the tool keeps its id when it is back."""
+    tracker = InstrumentTracker(PARAMS)
+    tool = np.zeros((H, W), np.uint8)
+    draw_tool(tool, (0.0, 180.0), 0.0, 150.0)
+    blob = np.zeros((H, W), np.uint8)
+    blob[185:197, 100:112] = 1
+    (first,) = tracker.update(extract_instruments(tool, params=PARAMS))
+    (speck,) = tracker.update(extract_instruments(blob, params=PARAMS))
+    assert math.dist(speck.centroid, first.centroid) <= PARAMS.max_match_distance_px
+    assert speck.track_id != first.track_id
+    (back,) = tracker.update(extract_instruments(tool, params=PARAMS))
+    assert back.track_id == first.track_id
+
+
+def test_tracker_never_moves_a_track_to_far_away_ends() -> None:
+    """A tool from the left gone, one from the top in its place: their centroids are close, but
+    entry and tip lie ~170 px away, so the new tool is a new track."""
+    tracker = InstrumentTracker(PARAMS)
+    left, top = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
+    quad(left, np.array([0.0, 180.0]), np.array([220.0, 180.0]), 18.0, 18.0, 1)
+    quad(top, np.array([100.0, 0.0]), np.array([100.0, 250.0]), 18.0, 18.0, 1)
+    (a,) = tracker.update(extract_instruments(left, params=PARAMS))
+    (b,) = tracker.update(extract_instruments(top, params=PARAMS))
+    assert math.dist(a.centroid, b.centroid) <= PARAMS.max_match_distance_px
+    assert a.track_id != b.track_id
+
+
+def test_tracker_turns_back_jaws_seen_at_the_wrong_end() -> None:
+    """A tool touching no border (seen from above its trocar) whose jaws the model finds at the
+    other end for a frame: its ends swapped while the tool stayed put, so the tracked axis, tip
+    and entry are turned back; the next frame's jaws are at the right end again."""
+    tracker = InstrumentTracker(PARAMS)
+    senses = []
+    for frame, jaws_at in enumerate((330.0, 150.0, 330.0)):
+        mask = np.zeros((H, W), np.uint8)
+        quad(mask, np.array([150.0, 180.0 + frame]), np.array([330.0, 180.0 + frame]), 24.0, 24.0, 1)
+        disc(mask, np.array([jaws_at, 180.0 + frame]), 14.0, 2)
+        (raw,) = extract_instruments(mask, params=PARAMS)
+        (inst,) = tracker.update([raw])
+        assert inst.track_id == 1 and inst.tip_visible
+        senses.append((raw.axis[0] > 0, inst.axis[0] > 0))
+        assert inst.tip[0] > 300.0 and inst.entry[0] < 180.0
+    assert senses == [(True, True), (False, True), (True, True)]
 
 
 def test_class_roles_are_validated() -> None:
