@@ -33,11 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def score(errors: TipErrors, frame: SceneFrame, instruments: list) -> None:
     h, w = frame.mask.shape
     visible = [t.tip for t in frame.instruments if t.tip_visible]
-    hidden = [
-        clip_to_image(t.tip, w, h)
-        for t in frame.instruments
-        if not t.tip_visible and t.index + 1 in frame.instance
-    ]
+    hidden = [clip_to_image(t.tip, w, h) for t in frame.hidden_instruments()]
     errors.update([i.tip for i in instruments], visible, [i.tip_visible for i in instruments], hidden)
 
 

@@ -48,7 +48,7 @@ from cct_surgical_seg.messages.types import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE
 from cct_surgical_seg.metrics import clip_to_image
 from cct_surgical_seg.offline.bag_io import atomic_bag_writer
 from cct_surgical_seg.sim import bag_messages as bm
-from cct_surgical_seg.sim.scene import PALETTES, EndoscopeScene, InstrumentTruth, SceneConfig, SceneFrame
+from cct_surgical_seg.sim.scene import PALETTES, EndoscopeScene, SceneConfig, SceneFrame
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -92,12 +92,6 @@ class StereoTopics:
 
 def hidden_tips_topic(gt_tips: str) -> str:
     return f"{gt_tips.rsplit('/', 1)[0]}/hidden_tips"
-
-
-def hidden_instruments(frame: SceneFrame) -> list[InstrumentTruth]:
-    """Instruments with pixels in view whose tip is not visible (out of view or hidden)."""
-    in_view = {int(v) - 1 for v in np.unique(frame.instance) if v}
-    return [i for i in frame.instruments if not i.tip_visible and i.index in in_view]
 
 
 @dataclass(frozen=True)
@@ -217,7 +211,7 @@ def _truth_messages(
 ) -> list[tuple[str, object]]:
     """Ground truth of one view: class mask, visible tips, tips of instruments hidden or cut off."""
     visible = [i for i in frame.instruments if i.tip_visible]
-    hidden = hidden_instruments(frame)
+    hidden = frame.hidden_instruments()
     h, w = frame.mask.shape
     hidden_tips = [clip_to_image(i.tip, w, h) for i in hidden]
     return [

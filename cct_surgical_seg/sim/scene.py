@@ -234,6 +234,11 @@ class SceneFrame:
     def bgr(self) -> np.ndarray:
         return np.ascontiguousarray(self.rgb[:, :, ::-1])
 
+    def hidden_instruments(self) -> list[InstrumentTruth]:
+        """Instruments with pixels in view whose tip is not visible (out of view or hidden)."""
+        in_view = {int(v) - 1 for v in np.unique(self.instance) if v}
+        return [i for i in self.instruments if not i.tip_visible and i.index in in_view]
+
 
 @dataclass(frozen=True)
 class SceneState:
