@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
+from failing_pipeline import FailsOnThirdFrame
 from rosbags.highlevel import AnyReader
 
 from cct_surgical_seg.deploy.pipeline import PipelineSettings, build_pipeline
@@ -221,26 +222,12 @@ def test_compressed_views_are_found_beside_the_default_topics(tmp_path: Path, ru
     assert len(topics[f"{NODE}/instrument_poses"]) == len(topics[f"{NODE}/mask"]) == FRAMES
 
 
-class _FailsOnThirdFrame:
-    """A pipeline that dies mid-bag, like a crash or Ctrl-C half-way."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls = inner, 0
-        self.info = inner.info
-
-    def __call__(self, rgb):
-        self.calls += 1
-        if self.calls == 3:
-            raise KeyboardInterrupt
-        return self.inner(rgb)
-
-
 @pytest.mark.parametrize("keep_partial", [False, True])
 def test_failure_midway_leaves_no_half_bag(
     tmp_path: Path, stereo_bag: Path, rule_onnx: Path, keep_partial: bool
 ) -> None:
     out = tmp_path / "out"
-    pipeline = _FailsOnThirdFrame(build_pipeline(PipelineSettings(rule_onnx, "onnxruntime")))
+    pipeline = FailsOnThirdFrame(build_pipeline(PipelineSettings(rule_onnx, "onnxruntime")))
     with pytest.raises(KeyboardInterrupt):
         segment_stereo_bag(stereo_bag, out, pipeline, keep_partial=keep_partial)
     assert not out.exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir())

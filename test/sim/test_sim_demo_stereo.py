@@ -9,14 +9,12 @@ left view's 2D figures. No accuracy or timing floors: those are measured, not te
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import rclpy_available
+from demo_run import run_rule_demo
 
 pytestmark = pytest.mark.skipif(not rclpy_available(), reason="rclpy not installed")
 
@@ -40,37 +38,8 @@ def test_stereo_summary_scores_3d_tips_in_mm() -> None:
 
 
 def test_demo_stereo_reports_3d_tip_error(tmp_path: Path, rule_onnx: Path, ros_env: dict[str, str]) -> None:
-    out = tmp_path / "demo"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cct_surgical_seg.sim.demo",
-        "--stereo",
-        "--model",
-        str(rule_onnx),
-        "--backend",
-        "onnxruntime",
-        "--duration",
-        "3",
-        "--rate",
-        "8",
-        "--width",
-        "320",
-        "--height",
-        "256",
-        "--palette",
-        "rule",
-        "--out",
-        str(out),
-        "--domain-id",
-        ros_env["ROS_DOMAIN_ID"],
-        "--node-log",
-        str(tmp_path / "node.log"),
-    ]
-    proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr + (tmp_path / "node.log").read_text()
+    proc, summary = run_rule_demo(tmp_path, rule_onnx, ros_env, "--stereo")
     assert "3D tip error median / p95 (mm)" in proc.stdout
-    summary = json.loads((out / "demo_summary.json").read_text())
     stereo = summary["stereo"]
     # the node received pairs (its own counters) and published poses for them
     assert stereo["node"]["stereo_pairs"] > 0 and stereo["node"]["stereo_pairs_processed"] > 0

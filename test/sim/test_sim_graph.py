@@ -7,7 +7,6 @@ DDS, the node's conversions, pipeline and poses, messages back, and the scoring.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import rclpy_available
+from demo_run import run_rule_demo
 
 pytestmark = pytest.mark.skipif(not rclpy_available(), reason="rclpy not installed")
 
@@ -25,34 +25,7 @@ START_S = 1000  # simulated epoch: far from wall time, so a wall-clock stamp can
 
 def test_demo_closed_loop_reaches_floor(tmp_path: Path, rule_onnx: Path, ros_env: dict[str, str]) -> None:
     out = tmp_path / "demo"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cct_surgical_seg.sim.demo",
-        "--model",
-        str(rule_onnx),
-        "--backend",
-        "onnxruntime",
-        "--duration",
-        "3",
-        "--rate",
-        "8",
-        "--width",
-        "320",
-        "--height",
-        "256",
-        "--palette",
-        "rule",
-        "--out",
-        str(out),
-        "--domain-id",
-        ros_env["ROS_DOMAIN_ID"],
-        "--node-log",
-        str(tmp_path / "node.log"),
-    ]
-    proc = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout + proc.stderr + (tmp_path / "node.log").read_text()
-    summary = json.loads((out / "demo_summary.json").read_text())
+    _, summary = run_rule_demo(tmp_path, rule_onnx, ros_env)
     assert summary["masks_received"] >= 5
     assert summary["frames_scored"] >= 5
     assert summary["instrument_dice"] >= 0.7
