@@ -70,8 +70,10 @@ DEMO_LAUNCH = ("launch", "demo.launch.py")
 NODE_PREFIX = "/segmentation_node"  # the node's name in segmentation.launch.py, no namespace
 CLASS_NAMES = ("background", "shaft", "manipulator")
 MATCH_3D_M = 0.02  # a predicted 3D tip farther than this from every true tip is extra
-#: /diagnostics values of the node kept by the stereo demo (the largest seen)
+#: /diagnostics counters of the node kept by the demo (the largest value heard of each)
+NODE_FRAME_COUNTERS = ("frames_received", "frames_processed", "frames_dropped", "bad_input_total")
 NODE_PAIR_COUNTERS = ("stereo_pairs", "stereo_pairs_processed", "stereo_refused_total")
+DIAGNOSTICS_WAIT_S = 2.5  # > the node's diagnostics_period (config/segmentation.yaml: 1 s)
 Point3 = tuple[float, float, float]
 
 
@@ -115,6 +117,7 @@ class Collected:
     poses_3d: dict[int, list[Point3]] = field(default_factory=dict)  # stereo: the node's tips, metres
     pose_latency_ms: dict[int, float] = field(default_factory=dict)
     node_counters: dict[str, int] = field(default_factory=dict)
+    diagnostics_heard: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -134,20 +137,36 @@ class Listener:
         self.keep_images = keep_images
         self.node_prefix = node_prefix
         self.node = rclpy.create_node("cct_demo_listener")
-        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        sub = self.node.create_subscription
-        topics = topics or Topics()
-        sub(Image, topics.image, self._on_image, reliable)
-        sub(Image, topics.gt_mask, self._on_gt_mask, reliable)
-        sub(PoseArray, topics.gt_tips, self._on_gt_tips, reliable)
-        sub(PoseArray, topics.gt_hidden_tips, self._on_gt_hidden, reliable)
-        sub(CameraInfo, topics.camera_info, self._on_info, reliable)
-        sub(Image, f"{node_prefix}/mask", self._on_mask, reliable)
-        sub(Detection2DArray, f"{node_prefix}/detections", self._on_detections, reliable)
+        self._reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self._topics = topics or Topics()
+        sub = self._subscribe
+        self._outputs = [
+            sub(Image, f"{node_prefix}/mask", self._on_mask),
+            sub(Detection2DArray, f"{node_prefix}/detections", self._on_detections),
+        ]
+        sub(DiagnosticArray, "/diagnostics", self._on_diagnostics)
+        sub(Image, self._topics.gt_mask, self._on_gt_mask)
+        sub(PoseArray, self._topics.gt_tips, self._on_gt_tips)
+        sub(PoseArray, self._topics.gt_hidden_tips, self._on_gt_hidden)
+        sub(CameraInfo, self._topics.camera_info, self._on_info)
         if stereo:
-            sub(PoseArray, StereoTopics().gt_tips_3d, self._on_gt_tips_3d, reliable)
-            sub(PoseArray, f"{node_prefix}/instrument_poses", self._on_poses_3d, reliable)
-            sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
+            self._outputs.append(sub(PoseArray, f"{node_prefix}/instrument_poses", self._on_poses_3d))
+            sub(PoseArray, StereoTopics().gt_tips_3d, self._on_gt_tips_3d)
+        self._image_sub = None
+
+    def _subscribe(self, msg_type, topic: str, callback):
+        return self.node.create_subscription(msg_type, topic, callback, self._reliable)
+
+    def hears_node(self) -> bool:
+        """Whether each of the node's outputs this listener records has a matched publisher."""
+        return all(s.get_publisher_count() > 0 for s in self._outputs)
+
+    def subscribe_to_camera(self) -> None:
+        """Subscribe to the camera image last: the simulator holds its first frame until this
+        subscription (and the node's) match, so by then the node's outputs are matched too
+        (:meth:`hears_node`) and no early mask is lost to discovery."""
+        if self._image_sub is None:
+            self._image_sub = self._subscribe(Image, self._topics.image, self._on_image)
 
     @staticmethod
     def _stamp(msg) -> int:
@@ -206,12 +225,13 @@ class Listener:
             self.data.pose_latency_ms[stamp] = (now - stamp) / 1e6
 
     def _on_diagnostics(self, msg) -> None:
-        """The node's pair counters: the largest value seen of each."""
+        """The node's frame and pair counters: the largest value heard of each."""
+        self.data.diagnostics_heard += 1
         for status in msg.status:
             if status.hardware_id != self.node_prefix:
                 continue
             for kv in status.values:
-                if kv.key in NODE_PAIR_COUNTERS and kv.value.isdigit():
+                if kv.key in NODE_FRAME_COUNTERS + NODE_PAIR_COUNTERS and kv.value.isdigit():
                     counters = self.data.node_counters
                     counters[kv.key] = max(counters.get(kv.key, 0), int(kv.value))
 
@@ -378,7 +398,10 @@ def _run(listener: Listener, graph: subprocess.Popen, frames: int, args: argpars
     """Listen until the simulator's frames went through the node; the stream's wall time."""
     data = listener.data
     # The simulator holds its first frame until the node (active: model loaded) and this
-    # listener subscribe, so no frame is sent into a half-built graph.
+    # listener subscribe to the camera, and the listener subscribes only once it hears the
+    # node's outputs, so no frame is sent into a half-built graph.
+    listener.spin_until(lambda: graph.poll() is not None or listener.hears_node(), args.startup_timeout + 10)
+    listener.subscribe_to_camera()
     listener.spin_until(lambda: graph.poll() is not None or bool(data.gt_masks), args.startup_timeout + 10)
     start = time.monotonic()
     listener.spin_until(
@@ -389,7 +412,11 @@ def _run(listener: Listener, graph: subprocess.Popen, frames: int, args: argpars
         before = _received(data)
         if not listener.spin_until(lambda n=before: _received(data) > n, 3.0):
             break
-    return time.monotonic() - start
+    wall = time.monotonic() - start
+    # The node's counters come once per diagnostics period: hear one more for the final ones.
+    heard = data.diagnostics_heard
+    listener.spin_until(lambda: data.diagnostics_heard > heard, DIAGNOSTICS_WAIT_S)
+    return wall
 
 
 def _received(data: Collected) -> int:
@@ -407,8 +434,10 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
     seg, tips, scored = score(data, CLASS_NAMES)
     lat = latency_figures([data.latency_ms[s] for s in scored if s in data.latency_ms])
     stereo = stereo_summary(data) if args.stereo else None
+    node = {name: data.node_counters.get(name) for name in NODE_FRAME_COUNTERS}
     rows = [
-        ("frames sent / truth heard / masks received", f"{sent} / {len(data.gt_masks)} / {len(data.masks)}")
+        ("frames sent / truth heard / masks received", f"{sent} / {len(data.gt_masks)} / {len(data.masks)}"),
+        ("node frames received / processed / dropped / bad", _slashed(node, NODE_FRAME_COUNTERS, "d")),
     ]
     if lat["mean"] is not None:
         rows.append(("latency mean / p50 / p95 / max (ms)", _slashed(lat, ("mean", "p50", "p95", "max"))))
@@ -429,6 +458,7 @@ def report(data: Collected, sent: int, wall_s: float, args: argparse.Namespace) 
         "frames_sent": sent,
         "masks_received": len(data.masks),
         "frames_scored": len(scored),
+        "node": node,
         "latency_ms": lat,
         "instrument_dice": _f(binary_dice_iou(seg.matrix)[0]),
         "instrument_iou": _f(binary_dice_iou(seg.matrix)[1]),
@@ -519,8 +549,8 @@ def _text(value: float | int | None, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _slashed(figures: dict[str, Any], keys: Sequence[str]) -> str:
-    return " / ".join(_text(figures[k], ".1f") for k in keys)
+def _slashed(figures: dict[str, Any], keys: Sequence[str], spec: str = ".1f") -> str:
+    return " / ".join(_text(figures[k], spec) for k in keys)
 
 
 def _write_overlays(data: Collected, scored: list[int], args: argparse.Namespace) -> None:
