@@ -9,7 +9,7 @@ p95 tip error, matched / missed / extra, and how often ``tip_visible`` is right.
 tracks every frame, as the node does, and the axis flips of its tracked instruments between
 consecutive frames are counted.
 
-    python bench/bench_tips.py [--model models/cct_demo.onnx] [--seeds 0 1 2] [--frames 150]
+    python bench/bench_tips.py [--model models/cct_demo.onnx] [--seeds 0 1 2 3 4 5] [--frames 300]
 
 Writes ``bench/results/tips_sim.json`` and ``.md``.
 """
@@ -86,8 +86,8 @@ def table(results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the demo model)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--frames", type=int, default=150, help="frames per seed (every other frame)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    p.add_argument("--frames", type=int, default=300, help="frames scored per seed (every other one)")
     p.add_argument("--out", type=Path, default=RESULTS / "tips_sim")
     args = p.parse_args(argv)
     model = args.model or demo_model()

@@ -117,9 +117,10 @@ than its new entry does (it still touches the border it entered through, e.g. a 
 the view whose longer border run changed sides), axis, tip and entry are turned back. An
 instrument with a visible tip is only turned back when its ends swapped while the tool stayed
 put (its tip nearer the previous entry than the previous tip, its entry nearer the previous
-tip than the previous entry: jaws seen at the wrong end for a frame); a tool that did turn, its
-entry moving elsewhere, keeps what its jaws say. A turned-back tip is visible only when the
-track's was.
+tip than the previous entry: jaws seen at the wrong end for a frame), and on at most
+``_MAX_OVERRULED`` frames in a row: jaws that stay at the other end are believed, so a track
+never locks onto its own turned-back tip. A tool that did turn, its entry moving elsewhere,
+keeps what its jaws say. A turned-back tip is visible only when the track's was.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ _SPLIT_ROUNDS = 3  # k-line clustering rounds
 _SPLIT_SAMPLES = 1000  # the clustering works on about this many body pixels (a grid) at most
 _MIN_CLAIMED_PX = 8  # fewer shaft pixels beyond the jaws' centroid than this stay shaft
 _FLIP_COS = -0.5  # cos(120 deg): a tracked axis turning farther than this is turned back
+_MAX_OVERRULED = 2  # visible jaws are turned back on at most this many frames in a row
 _MAX_AREA_RATIO = 3.0  # a track never moves to an instrument this many times larger or smaller
 
 
@@ -1174,6 +1176,7 @@ class _Track:
     area: int
     tip_visible: bool
     missed: int = 0
+    overruled: int = 0  # consecutive frames whose visible jaws were turned back
 
     def follow(self, inst: Instrument) -> None:
         self.centroid, self.axis, self.entry, self.tip, self.area, self.tip_visible = _track_fields(inst)
@@ -1212,7 +1215,7 @@ def _keep_sense(inst: Instrument, track: _Track) -> Instrument:
     swapped = tip_to_entry < math.dist(inst.tip, track.tip) and math.dist(inst.entry, track.tip) < math.dist(
         inst.entry, track.entry
     )
-    if inst.tip_visible and not swapped:
+    if inst.tip_visible and not (swapped and track.overruled < _MAX_OVERRULED):
         return inst
     return replace(
         inst,
@@ -1254,7 +1257,9 @@ class InstrumentTracker:
         for i, inst in enumerate(instruments):
             if i in assigned:
                 track = self._tracks[assigned[i]]
-                inst = _keep_sense(inst, track)
+                kept = _keep_sense(inst, track)
+                track.overruled = track.overruled + 1 if kept is not inst and inst.tip_visible else 0
+                inst = kept
             else:
                 track = _Track(next(self._ids), *_track_fields(inst))
                 self._tracks.append(track)

@@ -386,6 +386,22 @@ def test_tracker_turns_back_jaws_seen_at_the_wrong_end() -> None:
     assert senses == [(True, True), (False, True), (True, True)]
 
 
+def test_tracker_follows_jaws_that_stay_at_the_other_end() -> None:
+    """The same tool, its jaws found at the other end frame after frame: the tracker turns them
+    back for two frames at most, then follows the jaws (a track never locks onto its own
+    turned-back tip)."""
+    tracker = InstrumentTracker(PARAMS)
+    kept = []
+    for frame, jaws_at in enumerate((330.0, 150.0, 150.0, 150.0, 150.0)):
+        mask = np.zeros((H, W), np.uint8)
+        quad(mask, np.array([150.0, 180.0 + frame]), np.array([330.0, 180.0 + frame]), 24.0, 24.0, 1)
+        disc(mask, np.array([jaws_at, 180.0 + frame]), 14.0, 2)
+        (inst,) = tracker.update(extract_instruments(mask, params=PARAMS))
+        assert inst.track_id == 1
+        kept.append(inst.tip[0] > 300.0)
+    assert kept == [True, True, True, False, False]
+
+
 def test_class_roles_are_validated() -> None:
     assert PoseParams(shaft_classes=[1, 3], tip_classes=[2]).shaft_classes == (1, 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="both"):
