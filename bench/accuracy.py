@@ -289,6 +289,21 @@ class AuxProbe:
         }
 
 
+def instrument_figures(instruments: list, mask: np.ndarray, truth: np.ndarray) -> list[dict[str, float]]:
+    """Per predicted instrument: its score, and as its error the share of the predicted
+    instrument pixels in its box that are background in truth (the masks have no instances)."""
+    out = []
+    for inst in instruments:
+        x, y, w, h = inst.bbox
+        pred = mask[y : y + h, x : x + w] > 0
+        n = int(pred.sum())
+        if n:
+            true = truth[y : y + h, x : x + w] > 0
+            precision = float((pred & true).sum()) / n
+            out.append({"score": float(inst.score), "precision": precision, "area_px": int(inst.area_px)})
+    return out
+
+
 def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str, object]:
     """Dice/IoU, tip error, latency and per-frame figures of an exported model on the val split."""
     pipeline = SegmentationPipeline(create_backend("onnxruntime", model), POSE_PARAMS, track=False)
@@ -296,6 +311,7 @@ def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str
     tips = TipErrors(max_match_px=TIP_MATCH_PX)
     latency_ms: list[float] = []
     frames: list[dict[str, float]] = []
+    instruments: list[dict[str, float]] = []
     for sample in scan_dataset(data).val:
         rgb, truth = read_image(sample.image), read_mask(sample.mask)
         start = time.perf_counter()
@@ -304,6 +320,7 @@ def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str
         confusion.update(result.mask, truth)
         truth_tips = [inst.tip for inst in extract_instruments(truth, None, POSE_PARAMS)]
         tips.update([inst.tip for inst in result.instruments], truth_tips)
+        instruments += instrument_figures(result.instruments, result.mask, truth)
         figures = {
             **frame_figures(result.mask, truth, result.confidence),
             "frame_confidence": result.frame_confidence,
@@ -317,6 +334,7 @@ def evaluate(model: Path, data: Path, probe: AuxProbe | None = None) -> dict[str
         "frames": len(latency_ms),
     }
     summary["frames"] = frames
+    summary["instruments"] = instruments
     return summary
 
 
@@ -334,7 +352,11 @@ def run_one(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> di
     done = run_dir / "result.json"
     if done.exists():
         print(f"[accuracy] {run_dir.parent.name}/{run.name}: done, skipped", flush=True)
-        return {**json.loads(done.read_text()), "val_curve": validation_curve(run_dir)}
+        result = json.loads(done.read_text())
+        if "instruments" not in result and not args.report_only:  # finished before they were scored
+            result["instruments"] = evaluate(run_dir / "model-last.onnx", data)["instruments"]
+            atomic_write_json(done, result)
+        return {**result, "val_curve": validation_curve(run_dir)}
     if args.report_only:
         return None
     spent = train(run, data, run_dir, args)
@@ -396,6 +418,25 @@ def confidence_ranking(frames: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+def score_ranking(instruments: list[dict[str, float]]) -> dict[str, float]:
+    """How well the per-instrument score ranks instruments by their precision: Spearman, and the
+    precision of the least-confident 20 %."""
+    if not instruments:
+        return {"spearman": float("nan"), "precision_least_confident_20": float("nan")}
+    score = [i["score"] for i in instruments]
+    precision = [i["precision"] for i in instruments]
+    worst = np.argsort(score)[: max(1, len(score) // 5)]
+    return {
+        "spearman": spearman(score, precision),
+        "precision_least_confident_20": float(np.mean([precision[i] for i in worst])),
+    }
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    """Mean and std (NaN, NaN for none)."""
+    return (float(np.mean(values)), float(np.std(values))) if values else (math.nan, math.nan)
+
+
 def summarise(results: list[dict]) -> list[dict]:
     """One row per (method, fraction): mean and std over the folds that ran, and per-fold values."""
     rows = []
@@ -407,24 +448,25 @@ def summarise(results: list[dict]) -> list[dict]:
             )
             if not cell:
                 continue
-
-            def stats(values: list[float]) -> tuple[float, float]:
-                return float(np.mean(values)), float(np.std(values))
-
             ranking = [confidence_ranking(r["frames"]) for r in cell]
+            scores = [score_ranking(r["instruments"]) for r in cell if "instruments" in r]
             rows.append(
                 {
                     "method": method,
                     "fraction": fraction,
                     "folds": [r["fold"] for r in cell],
-                    "binary_dice": stats([r["binary_dice"] for r in cell]),
+                    "binary_dice": _stats([r["binary_dice"] for r in cell]),
                     "binary_dice_per_fold": [r["binary_dice"] for r in cell],
-                    "dice_shaft": stats([r["dice"]["shaft"] for r in cell]),
-                    "dice_manipulator": stats([r["dice"]["manipulator"] for r in cell]),
-                    "binary_iou": stats([r["binary_iou"] for r in cell]),
-                    "tip_median_px": stats([r["tip_error_px"]["median"] for r in cell]),
-                    "confidence_spearman": stats([c["spearman"] for c in ranking]),
-                    "dice_least_confident_20": stats([c["dice_least_confident_20"] for c in ranking]),
+                    "dice_shaft": _stats([r["dice"]["shaft"] for r in cell]),
+                    "dice_manipulator": _stats([r["dice"]["manipulator"] for r in cell]),
+                    "binary_iou": _stats([r["binary_iou"] for r in cell]),
+                    "tip_median_px": _stats([r["tip_error_px"]["median"] for r in cell]),
+                    "confidence_spearman": _stats([c["spearman"] for c in ranking]),
+                    "dice_least_confident_20": _stats([c["dice_least_confident_20"] for c in ranking]),
+                    "score_spearman": _stats([c["spearman"] for c in scores]),
+                    "precision_least_confident_20": _stats(
+                        [c["precision_least_confident_20"] for c in scores]
+                    ),
                     "latency_ms": float(np.median([r["latency_ms"]["median"] for r in cell])),
                     "wall_min": float(np.mean([r["wall_s"] for r in cell]) / 60.0),
                 }
@@ -451,8 +493,9 @@ def write_report(name: str, videos: list[str], results: list[dict], args: argpar
         f"Settings: `{json.dumps(meta)}`",
         "",
         "| method | labels | folds | binary Dice | per fold | Dice shaft | Dice manip. | binary IoU | "
-        "tip err. px | conf. Spearman | Dice, least conf. 20 % | ms/frame | wall min |",
-        "|" + "---|" * 13,
+        "tip err. px | conf. Spearman | Dice, least conf. 20 % | score Spearman | "
+        "precision, least score 20 % | ms/frame | wall min |",
+        "|" + "---|" * 15,
     ]
     for r in rows:
         pm = {k: f"{fmt(r[k][0])} ± {fmt(r[k][1])}" for k in r if isinstance(r[k], tuple)}
@@ -460,12 +503,16 @@ def write_report(name: str, videos: list[str], results: list[dict], args: argpar
             f"| {r['method']} | {r['fraction']:.3f} | {len(r['folds'])} | {pm['binary_dice']} | "
             f"{' / '.join(fmt(v) for v in r['binary_dice_per_fold'])} | {pm['dice_shaft']} | "
             f"{pm['dice_manipulator']} | {pm['binary_iou']} | {fmt(r['tip_median_px'][0], 0)} | "
-            f"{pm['confidence_spearman']} | {pm['dice_least_confident_20']} | {r['latency_ms']:.1f} | "
+            f"{pm['confidence_spearman']} | {pm['dice_least_confident_20']} | {pm['score_spearman']} | "
+            f"{pm['precision_least_confident_20']} | {r['latency_ms']:.1f} | "
             f"{r['wall_min']:.1f} |"
         )
     lines += [
         "",
-        "Confidence: the pipeline's frame confidence (instrument pixels / instrument-like pixels).",
+        "Confidence: the pipeline's frame confidence (instrument pixels / instrument-like pixels), "
+        "against the frame's binary Dice. Score: each instrument's score (mean max class probability "
+        "over its pixels), against its precision (share of the predicted instrument pixels in its box "
+        "that are instrument in truth).",
         "",
     ]
     lines += curve_table(results)

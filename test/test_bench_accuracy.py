@@ -86,6 +86,7 @@ def test_runner_writes_fold_table_and_resumes(tmp_path: Path, capsys: pytest.Cap
         assert 0.0 <= r["binary_dice"] <= 1.0 and r["steps"] == 3
         assert set(r["tip_error_px"]) >= {"median", "matched", "missed"}
         assert len(r["frames"]) == r["latency_ms"]["frames"] > 0
+        assert all(0.0 <= i["score"] <= 1.0 and 0.0 <= i["precision"] <= 1.0 for i in r["instruments"])
         held_out = videos[r["fold"]]
         assert all(f["frame"].startswith(held_out) for f in r["frames"])
     cells = {(row["method"], row["fraction"]): row for row in report["summary"]}
@@ -99,13 +100,19 @@ def test_runner_writes_fold_table_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert "heldout_images" in adapt_log
     table = (tmp_path / "out" / "accuracy-folds-tiny.md").read_text()
     assert "| cct | 0.500 | 2 |" in table and "conf. Spearman" in table and "step 3" in table
+    assert "score Spearman" in table
     assert (tmp_path / "out" / "accuracy-folds-tiny.png").stat().st_size > 0
 
     # An interrupted run (checkpoint written, no result yet) resumes; finished runs are skipped.
     last = tmp_path / "work" / "tiny" / "cct-1.000-fold1"
     (last / "result.json").unlink()
+    # a finished run scored before the per-instrument figures existed gets them, untrained
+    first = tmp_path / "work" / "tiny" / "sup-0.500-fold0" / "result.json"
+    old = json.loads(first.read_text())
+    first.write_text(json.dumps({k: v for k, v in old.items() if k != "instruments"}))
     capsys.readouterr()
     assert runner.main(argv) == 0
+    assert json.loads(first.read_text())["instruments"] == old["instruments"]
     out = capsys.readouterr().out
     assert out.count("done, skipped") == 8
     assert "--resume auto" in out.replace("'", "")
@@ -116,3 +123,31 @@ def test_runner_writes_fold_table_and_resumes(tmp_path: Path, capsys: pytest.Cap
     assert "cct_surgical_seg.train.cli" not in capsys.readouterr().out
     report = json.loads((tmp_path / "out" / "accuracy-folds-tiny.json").read_text())
     assert len(report["runs"]) == 8
+
+
+def test_instrument_score_ranking() -> None:
+    """Each instrument's error is the share of its box's predicted pixels that truth calls
+    background; the ranking says how well the scores order instruments by it."""
+    import numpy as np
+
+    from cct_surgical_seg.deploy.poses import Instrument
+
+    runner = _load_runner()
+    mask, truth = np.zeros((40, 60), np.uint8), np.zeros((40, 60), np.uint8)
+    mask[5:15, 5:25] = 1  # a real tool
+    truth[5:15, 5:25] = 1
+    mask[25:35, 30:50] = 2  # half of it is tissue
+    truth[25:35, 30:40] = 2
+
+    def tool(box: tuple[int, int, int, int], score: float) -> Instrument:
+        return Instrument(-1, 1, box[2] * box[3], (0.0, 0.0), (1.0, 0.0), (0.0, 0.0), (0.0, 0.0), box, score)
+
+    figures = runner.instrument_figures([tool((5, 5, 20, 10), 0.9), tool((30, 25, 20, 10), 0.6)], mask, truth)
+    assert [f["precision"] for f in figures] == [1.0, 0.5]
+    pairs = ((0.9, 1.0), (0.8, 0.9), (0.6, 0.5), (0.5, 0.2), (0.7, 0.8))
+    good = [{"score": s, "precision": p} for s, p in pairs]
+    ranking = runner.score_ranking(good)
+    assert ranking["spearman"] == pytest.approx(1.0) and ranking["precision_least_confident_20"] == 0.2
+    bad = [{"score": 1.0 - g["score"], "precision": g["precision"]} for g in good]
+    assert runner.score_ranking(bad)["spearman"] == pytest.approx(-1.0)
+    assert np.isnan(runner.score_ranking([])["spearman"])
