@@ -7,8 +7,9 @@ and QoS - on a private ROS domain (localhost discovery, the repository's Fast DD
 profile), listens to the graph from this process, and once the simulator's ``--duration``
 seconds of frames went through prints per-frame latency (image stamp -> mask received),
 Dice/IoU against the simulator's ground-truth masks, tip error (median, p95) against its
-ground-truth tips and how often the node's ``tip_visible`` flag is right; saves an overlay
-strip (PNG), a JSON summary and optionally an mp4.
+ground-truth tips, how often the node's ``tip_visible`` flag is right and the node's own frame
+counters from ``/diagnostics`` (received, processed, dropped, bad input: where a missing mask
+went); saves an overlay strip (PNG), a JSON summary and optionally an mp4.
 
 ``--stereo`` runs the graph with ``stereo:=true`` (the simulator's rectified pair under
 ``/stereo/``, the node in stereo mode) and adds the 3D figures: tip error in mm of the node's
