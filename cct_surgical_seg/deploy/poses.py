@@ -23,10 +23,13 @@ instrument class counts together, so a shaft and its jaws form one region):
   the region's reach from them, and which reaches less far from them than the body does, is
   body (a dark field-stop corner, or a shaft's edge, that a model calls jaws); jaws capping a
   short stub reach farther than its shaft and stay jaws.
-* axis = first principal component of the shaft pixels when there are enough of them and they
-  are elongated (standard deviations along / across >= 2). Else the whole region's, when that
-  is elongated. Else (a short, wide stub entering the view) the direction from the entry to the
-  region's centroid, so a stub points into the image instead of along the border.
+* axis = first principal component of the shaft pixels when there are enough of them, they
+  are elongated (standard deviations along / across >= 2) and they do not lie along the border
+  they enter through (their extent along that axis mostly the border run's: a strip of shaft on
+  the border under jaws that fill the view near the lens). Else the whole region's, when that
+  is elongated and not along the border. Else (a short, wide stub entering the view) the
+  direction from the entry to the region's centroid, so a stub points into the image instead of
+  along the border.
 * orientation: tools enter from outside the view, so the axis points away from the entry. A
   region touching no border points towards its jaws; without jaws, from the end farther from the
   image centre towards the nearer one (tools reach in towards the site the endoscope centres).
@@ -527,8 +530,9 @@ def _part_moments(part: _Part) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _along_border(axis: np.ndarray, outline: np.ndarray, run: _Run | None) -> bool:
-    """True when the region's extent along ``axis`` is mostly its border run's: the region lies
-    along the border (a wide stub), so its long axis says nothing about where the tool points."""
+    """True when the extent of ``outline`` (a region's, or its shaft's) along ``axis`` is mostly
+    its border run's: those pixels lie along the border (a wide stub, a strip of shaft under
+    jaws), so their long axis says nothing about where the tool points."""
     if run is None:
         return False
     along, own = outline @ axis, run.pts @ axis
@@ -540,7 +544,8 @@ def _axis(part: _Part, m_all: np.ndarray, m_shaft: np.ndarray, outline: np.ndarr
     """``(origin, axis, from_shaft)``: the axis source of the module docstring, unoriented."""
     if m_shaft[0] >= _MIN_AXIS_PX:
         axis, elongation = _moment_axis(m_shaft)
-        if elongation >= _MIN_ELONGATION and not _along_border(axis, outline, part.run):
+        shaft_outline = _outline(part.shaft, part.x, part.y, cv2.CHAIN_APPROX_SIMPLE)
+        if elongation >= _MIN_ELONGATION and not _along_border(axis, shaft_outline, part.run):
             return _centre(m_shaft), axis, True
     centroid = _centre(m_all)
     axis, elongation = _moment_axis(m_all)

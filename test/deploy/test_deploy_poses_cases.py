@@ -297,6 +297,18 @@ def test_a_jaw_speck_under_a_tenth_of_the_jaws_does_not_split_the_tool() -> None
     assert math.dist(inst.tip, grasp) <= TIP_TOL_PX and inst.area_px == int(np.count_nonzero(mask))
 
 
+def test_a_shaft_strip_along_the_border_gives_no_axis() -> None:
+    """Jaws near the lens fill a blob standing on the bottom border, the visible shaft a strip
+    along the border under them: elongated, but along the border, so the axis comes from the
+    entry towards the region and points into the image, the tip at the jaws' far end."""
+    mask = np.zeros((H, W), np.uint8)
+    cv2.ellipse(mask, (200, H - 45), (25, 42), 0, 0, 360, 2, -1)
+    mask[H - 7 :, 195:236] = 1
+    (inst,) = extract_instruments(mask, params=PARAMS)
+    assert inst.axis[1] < -0.9
+    assert math.dist(inst.tip, (200.0, H - 87.0)) <= TIP_TOL_PX
+
+
 def test_binary_model_without_a_tip_class() -> None:
     """tip_classes=() (a model without a manipulator class): the far end, visible inside the view."""
     mask = np.zeros((H, W), np.uint8)
