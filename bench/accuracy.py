@@ -20,7 +20,8 @@ The main methods (sup, cct) run on every fold; the others on one fold (``--singl
 Each run is trained with ``cct-train`` (EMA weights, the last checkpoint: nothing is picked on
 the held-out video), exported to ONNX and scored through the deploy pipeline as a user runs it:
 Dice/IoU per class and binary at full resolution, tip error, per-frame figures for the
-confidence analysis, and the learning curve on the held-out video (every ``--val-every`` steps).
+confidence analysis, each instrument's score against its precision, and the learning curve on
+the held-out video (every ``--val-every`` steps).
 
 Resumable: a finished run leaves ``result.json`` and is skipped; an interrupted one continues
 with ``cct-train --resume auto``. ``--report-only`` rewrites the reports from finished runs.
