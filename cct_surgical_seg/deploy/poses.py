@@ -539,13 +539,19 @@ def _along_border(axis: np.ndarray, outline: np.ndarray, run: _Run | None) -> bo
     return float(own.max() - own.min()) + 1.0 >= 0.7 * float(along.max() - along.min())
 
 
+def _shaft_along_border(part: _Part, axis: np.ndarray) -> bool:
+    """:func:`_along_border` of the shaft's own outline (traced only when there is an entry run)."""
+    if part.run is None:
+        return False
+    return _along_border(axis, _outline(part.shaft, part.x, part.y, cv2.CHAIN_APPROX_SIMPLE), part.run)
+
+
 def _axis(part: _Part, m_all: np.ndarray, m_shaft: np.ndarray, outline: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, bool]:  # fmt: skip
     """``(origin, axis, from_shaft)``: the axis source of the module docstring, unoriented."""
     if m_shaft[0] >= _MIN_AXIS_PX:
         axis, elongation = _moment_axis(m_shaft)
-        shaft_outline = _outline(part.shaft, part.x, part.y, cv2.CHAIN_APPROX_SIMPLE)
-        if elongation >= _MIN_ELONGATION and not _along_border(axis, shaft_outline, part.run):
+        if elongation >= _MIN_ELONGATION and not _shaft_along_border(part, axis):
             return _centre(m_shaft), axis, True
     centroid = _centre(m_all)
     axis, elongation = _moment_axis(m_all)
