@@ -79,6 +79,7 @@ class OptimSection:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     backbone_lr_mult: float = 0.1
+    aux_lr_mult: float = 1.0
     poly_power: float = 0.9
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 0.0
@@ -153,8 +154,8 @@ class TrainConfig:
             raise ConfigError("data.num_workers must be >= 0")
         if o.name not in ("sgd", "adamw"):
             raise ConfigError(f"optim.name must be 'sgd' or 'adamw', got {o.name!r}")
-        if o.lr <= 0 or o.backbone_lr_mult < 0:
-            raise ConfigError("optim.lr must be > 0 and optim.backbone_lr_mult >= 0")
+        if o.lr <= 0 or o.backbone_lr_mult < 0 or o.aux_lr_mult <= 0:
+            raise ConfigError("optim.lr and optim.aux_lr_mult must be > 0 and optim.backbone_lr_mult >= 0")
         if t.warmup_steps < 0 or t.cct_steps < 0 or self.total_steps < 1:
             raise ConfigError("train.warmup_steps and train.cct_steps must be >= 0 with a positive sum")
         if not 0 <= t.rampup_fraction <= 1:

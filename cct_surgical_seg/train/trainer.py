@@ -345,15 +345,22 @@ def build_ema(segmenter: nn.Module, decay: float) -> torch.optim.swa_utils.Avera
 
 
 def build_optimizer(model: CCTModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (CCT reference) or AdamW; the pretrained encoder learns at ``lr * backbone_lr_mult``."""
+    """SGD (CCT reference) or AdamW; the pretrained encoder learns at ``lr * backbone_lr_mult``.
+
+    With ``aux_lr_mult != 1`` the auxiliary decoders get their own group at ``lr * aux_lr_mult``
+    (only then, so checkpoints of runs without it keep their two groups and resume).
+    """
     o = cfg.optim
     backbone = list(model.segmenter.encoder.parameters())
-    backbone_ids = {id(p) for p in backbone}
-    head = [p for p in model.parameters() if id(p) not in backbone_ids]
+    aux = list(model.aux_decoders.parameters()) if o.aux_lr_mult != 1.0 else []
+    grouped = {id(p) for p in backbone + aux}
+    head = [p for p in model.parameters() if id(p) not in grouped]
     groups = [
         {"params": backbone, "lr": o.lr * o.backbone_lr_mult, "name": "backbone"},
         {"params": head, "lr": o.lr, "name": "head"},
     ]
+    if aux:
+        groups.append({"params": aux, "lr": o.lr * o.aux_lr_mult, "name": "aux"})
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
@@ -626,7 +633,7 @@ class Trainer:
         row = {
             "step": step,
             "epoch": self.labelled.epoch,
-            "lr": self.optimizer.param_groups[-1]["lr"],
+            "lr": self.optimizer.param_groups[1]["lr"],  # the head group: the configured lr
             "sec_per_step": sec_per_step,
             **terms,
         }

@@ -181,6 +181,33 @@ def test_consistency_options_train_and_resume_exactly(dataset: Path, tmp_path: P
         assert torch.equal(value, _weights(resumed)[key]), key
 
 
+def test_aux_decoders_get_their_own_learning_rate(dataset: Path, tmp_path: Path) -> None:
+    """aux_lr_mult puts every aux decoder parameter (and only those) in a group at lr * mult,
+    which keeps its ratio under the LR schedule and resumes exactly; at 1 there are two groups."""
+    cfg = tiny_config(warmup_steps=1, cct_steps=3, rampup_fraction=0.0)
+    plain = _trainer(cfg, dataset, tmp_path / "plain")
+    assert [g["name"] for g in plain.optimizer.param_groups] == ["backbone", "head"]
+    cfg.optim.aux_lr_mult = 10.0
+    straight = _trainer(cfg, dataset, tmp_path / "a")
+    backbone, head, aux = straight.optimizer.param_groups
+    assert aux["name"] == "aux"
+    assert {id(p) for p in aux["params"]} == {id(p) for p in straight.model.aux_decoders.parameters()}
+    assert not {id(p) for p in aux["params"]} & {id(p) for p in head["params"] + backbone["params"]}
+    for _ in range(4):
+        straight.train_step()
+        assert aux["lr"] == pytest.approx(10.0 * head["lr"])
+    first = _trainer(cfg, dataset, tmp_path / "b")
+    for _ in range(2):
+        first.train_step()
+    first.save("last.pt")
+    resumed = _trainer(cfg, dataset, tmp_path / "b")
+    resumed.resume(tmp_path / "b" / "last.pt")
+    for _ in range(2):
+        resumed.train_step()
+    for key, value in _weights(straight).items():
+        assert torch.equal(value, _weights(resumed)[key]), key
+
+
 def test_precision_resolves_to_what_the_device_computes_fast() -> None:
     cpu = torch.device("cpu")
     assert T.resolve_precision("fp32", cpu) is None
