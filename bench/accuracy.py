@@ -12,10 +12,12 @@ Methods (``METHODS``), every one with the same network, budget and settings, fix
   cct_poisson  cct plus Poisson-edited labelled frames
   cct_backbone cct with the perturbations on the backbone output and 1x1 aux heads
   cct_skip     cct with the skip aux head instead of the upsampling head
+  cct_auxlr    cct with the auxiliary decoders learning at 10x the head learning rate
   sup_noaug, cct_noaug   without the mask-guided appearance augmentation
   cct_adapt    cct plus the held-out video's images as unlabelled frames (adaptation to a site)
   cct_lite1, cct_lite2   cct with the EfficientNet-Lite1 / Lite2 encoder
-The main methods (sup, cct) run on every fold; the others on one fold (``--single-fold``).
+The main methods (sup, cct) run on every fold; the others on one fold (``--single-fold``), or on
+every fold when named in ``--every-fold``.
 
 Each run is trained with ``cct-train`` (EMA weights, the last checkpoint: nothing is picked on
 the held-out video), exported to ONNX and scored through the deploy pipeline as a user runs it:
@@ -86,6 +88,7 @@ METHODS: dict[str, Method] = {
     "cct_poisson": Method(cct=True, poisson=True),
     "cct_backbone": Method(cct=True, sets=("aux.placement=backbone", "aux.hidden_channels=64")),
     "cct_skip": Method(cct=True, sets=("aux.head=skip",)),
+    "cct_auxlr": Method(cct=True, sets=("optim.aux_lr_mult=10",)),
     "sup_noaug": Method(cct=False, sets=NO_AUG),
     "cct_noaug": Method(cct=True, sets=NO_AUG),
     "cct_adapt": Method(cct=True, adapt=True),
@@ -148,17 +151,22 @@ def write_fold(data: Path, fold: int, folder: Path) -> Path:
 # --------------------------------------------------------------------------- plan and training
 
 
-def plan(fractions: list[float], folds: int, single_fold: int, methods: list[str]) -> list[Run]:
+def plan(
+    fractions: list[float], folds: int, single_fold: int, methods: list[str], every_fold: list[str] = ()
+) -> list[Run]:
     """Runs in the order that answers the goals soonest, since the table spans sessions.
 
     The smallest fraction on every fold first (the headline comparison), then the largest (the
-    fully supervised reference), then the one-fold rows, then any other fraction.
+    fully supervised reference), then the one-fold rows, then the other folds of the one-fold
+    methods in ``every_fold``, then any other fraction.
     """
     smallest, largest = min(fractions), max(fractions)
     main = [m for m in MAIN_METHODS if m in methods]
+    others = [m for m in methods if m not in MAIN_METHODS]
     runs = [Run(m, smallest, k) for k in range(folds) for m in main]
     runs += [Run(m, largest, k) for k in range(folds) for m in main]
-    runs += [Run(m, smallest, single_fold) for m in methods if m not in MAIN_METHODS]
+    runs += [Run(m, smallest, single_fold) for m in others]
+    runs += [Run(m, smallest, k) for k in range(folds) for m in others if m in every_fold]
     runs += [Run(m, f, k) for f in sorted(fractions) for k in range(folds) for m in main]
     unique: list[Run] = []
     for run in runs:
@@ -608,6 +616,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="fold of the one-fold rows (default: the dataset's own val video)",
     )
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument(
+        "--every-fold",
+        nargs="+",
+        choices=list(METHODS),
+        default=[],
+        help="one-fold methods to run on every fold too (after all one-fold rows)",
+    )
     p.add_argument("--steps", type=int, default=600, help="optimiser steps per run, every method")
     p.add_argument("--warmup", type=int, default=100, help="CCT methods: supervised warm-up within --steps")
     p.add_argument("--batch", type=int, default=4, help="labelled (and unlabelled) frames per step")
@@ -654,7 +669,10 @@ def main(argv: list[str] | None = None) -> int:
             val_groups = sorted({s.group for s in scan_dataset(data).val})
             single = videos.index(val_groups[0]) if val_groups else 0
         datasets[name] = (data, videos, single)  # type: ignore[assignment]
-    order = {name: plan(args.fractions, args.folds, d[2], args.methods) for name, d in datasets.items()}
+    order = {
+        name: plan(args.fractions, args.folds, d[2], args.methods, args.every_fold)
+        for name, d in datasets.items()
+    }
     # Run-major across datasets: the headline cells fill in on every dataset first.
     for position in range(max(len(runs) for runs in order.values())):
         for name, (data, videos, _) in datasets.items():

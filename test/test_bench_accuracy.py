@@ -151,3 +151,16 @@ def test_instrument_score_ranking() -> None:
     bad = [{"score": 1.0 - g["score"], "precision": g["precision"]} for g in good]
     assert runner.score_ranking(bad)["spearman"] == pytest.approx(-1.0)
     assert np.isnan(runner.score_ranking([])["spearman"])
+
+
+def test_plan_runs_headline_cells_first_and_every_fold_methods_last() -> None:
+    runner = _load_runner()
+    runs = runner.plan([0.125, 1.0], 3, 2, ["sup", "cct", "cct_poisson", "cct_skip"], ["cct_poisson"])
+    names = [r.name for r in runs]
+    assert names[:6] == [f"{m}-0.125-fold{k}" for k in range(3) for m in ("sup", "cct")]
+    assert names[12:] == [
+        "cct_poisson-0.125-fold2",
+        "cct_skip-0.125-fold2",
+        "cct_poisson-0.125-fold0",
+        "cct_poisson-0.125-fold1",
+    ]
