@@ -125,3 +125,26 @@ def test_cli_calibrates_on_an_image_folder(tmp_path: Path, capsys: pytest.Captur
     empty.mkdir()
     assert main([str(DEMO_MODEL), "-o", str(tmp_path / "z.onnx"), "--calibration", str(empty)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_uncertainty_export_keeps_its_disagreement_at_int8(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """An INT8 copy of an uncertainty export still gives the per-frame disagreement."""
+    from cct_surgical_seg.deploy.export import export_onnx
+
+    fp32 = tmp_path / "unc.onnx"
+    export_onnx(tiny_checkpoint, fp32, input_size=(64, 96), uncertainty=True)
+    int8 = tmp_path / "unc_int8.onnx"
+    quantize_int8(fp32, int8, sim_frames(5, seed=7), min_agreement=0.0)
+    backend = create_backend("onnxruntime", int8, num_threads=1)
+    assert backend.info.has_disagreement
+    reference = create_backend("onnxruntime", fp32, num_threads=1)
+    batch = np.stack([preprocess_sim(rgb) for rgb in sim_frames(2, seed=8)])
+    out, want = backend.infer(batch), reference.infer(batch)
+    assert out.disagreement.shape == (2,) and np.all((out.disagreement >= 0) & (out.disagreement <= 1))
+    assert out.disagreement == pytest.approx(want.disagreement, abs=0.05)
+
+
+def preprocess_sim(rgb: np.ndarray) -> np.ndarray:
+    """A simulated frame as one network input row at 64x96 (0..255 float32 3,H,W)."""
+    small = cv2.resize(rgb, (96, 64), interpolation=cv2.INTER_AREA)
+    return small.transpose(2, 0, 1).astype(np.float32)
