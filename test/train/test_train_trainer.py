@@ -36,6 +36,21 @@ def _weights(trainer: T.Trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def _assert_two_plus_two_steps_resume_to(straight: T.Trainer, cfg, dataset: Path, run_dir: Path) -> None:
+    """Two steps, a checkpoint, a fresh trainer resuming it and two more steps end on exactly
+    ``straight``'s weights (four uninterrupted steps)."""
+    first = _trainer(cfg, dataset, run_dir)
+    for _ in range(2):
+        first.train_step()
+    first.save("last.pt")
+    resumed = _trainer(cfg, dataset, run_dir)
+    resumed.resume(run_dir / "last.pt")
+    for _ in range(2):
+        resumed.train_step()
+    for key, value in _weights(straight).items():
+        assert torch.equal(value, _weights(resumed)[key]), key
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -169,16 +184,7 @@ def test_consistency_options_train_and_resume_exactly(dataset: Path, tmp_path: P
     terms = [straight.train_step() for _ in range(4)]
     assert all(torch.isfinite(torch.tensor(t["loss"])) for t in terms)
     assert all(t["cons_loss"] > 0 for t in terms[1:])
-    first = _trainer(cfg, dataset, tmp_path / "b")
-    for _ in range(2):
-        first.train_step()
-    first.save("last.pt")
-    resumed = _trainer(cfg, dataset, tmp_path / "b")
-    resumed.resume(tmp_path / "b" / "last.pt")
-    for _ in range(2):
-        resumed.train_step()
-    for key, value in _weights(straight).items():
-        assert torch.equal(value, _weights(resumed)[key]), key
+    _assert_two_plus_two_steps_resume_to(straight, cfg, dataset, tmp_path / "b")
 
 
 def test_aux_decoders_get_their_own_learning_rate(dataset: Path, tmp_path: Path) -> None:
@@ -196,16 +202,7 @@ def test_aux_decoders_get_their_own_learning_rate(dataset: Path, tmp_path: Path)
     for _ in range(4):
         straight.train_step()
         assert aux["lr"] == pytest.approx(10.0 * head["lr"])
-    first = _trainer(cfg, dataset, tmp_path / "b")
-    for _ in range(2):
-        first.train_step()
-    first.save("last.pt")
-    resumed = _trainer(cfg, dataset, tmp_path / "b")
-    resumed.resume(tmp_path / "b" / "last.pt")
-    for _ in range(2):
-        resumed.train_step()
-    for key, value in _weights(straight).items():
-        assert torch.equal(value, _weights(resumed)[key]), key
+    _assert_two_plus_two_steps_resume_to(straight, cfg, dataset, tmp_path / "b")
 
 
 def test_precision_resolves_to_what_the_device_computes_fast() -> None:
