@@ -10,10 +10,13 @@ Frames are sent one at a time (next frame after the previous mask arrives), so t
 latency, not throughput under back-pressure. They are simulated endoscope frames (``sim.scene``,
 two instruments), cycled, so every stage - poses included - sees a realistic load.
 
+With ``--baseline B.onnx`` a second model runs as another node, interleaved the same way, so two
+networks (an encoder against the default one) are compared in one run on the same load.
+
 With ``--int8`` an INT8 copy of the model (``cct-quantize --target cpu``, calibrated on other simulated
 frames) runs as a second node; echo, FP32 node and INT8 node take every frame in turn.
 
-  python bench/bench_ros_latency.py [--model M.onnx] [--int8] [--frames 60] [--threads 2]
+  python bench/bench_ros_latency.py [--model M.onnx] [--baseline B.onnx] [--int8] [--frames 60] [--threads 2]
 Without --model a random-init EfficientNet-Lite0 DeepLabV3+ is exported (cct-export, fixed size
 per resolution) into a temporary folder. Writes bench/results/ros_latency.json and .png.
 """
@@ -209,6 +212,7 @@ def main() -> int:
         action="store_true",
         help="also run an INT8 copy of the model (cct-quantize on simulated frames), interleaved",
     )
+    ap.add_argument("--baseline", help="ONNX model run as a second node, interleaved, for comparison")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="ORT threads (0 = ORT default)")
@@ -251,6 +255,9 @@ def main() -> int:
         for h, w in SIZES:
             models = {"fp32": Path(args.model) if args.model else export_random_lite0((h, w), work)}
             entry: dict[str, object] = {"model": str(models["fp32"])}
+            if args.baseline:
+                models["baseline"] = Path(args.baseline)
+                entry["baseline"] = args.baseline
             if args.int8:
                 models["int8"], entry["int8_pixel_agreement"] = quantized_copy(models["fp32"], h, w, work)
             nodes = [start_node(name, path, args.threads, env, work / f"node_{name}_{h}x{w}.log")
