@@ -44,6 +44,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def write_fold(data: Path, fold: int, folder: Path) -> Path:
 
 
 def plan(
-    fractions: list[float], folds: int, single_fold: int, methods: list[str], every_fold: list[str] = ()
+    fractions: list[float], folds: int, single_fold: int, methods: list[str], every_fold: Sequence[str] = ()
 ) -> list[Run]:
     """Runs in the order that answers the goals soonest, since the table spans sessions.
 
