@@ -176,6 +176,17 @@ def plan(
     return unique
 
 
+def finished_runs(work: Path, methods: Sequence[str]) -> list[Run]:
+    """Runs of ``methods`` with a ``result.json`` under ``work`` (one dataset's folder), so that
+    every report shows every finished run, whichever invocation trained it."""
+    found = []
+    for done in sorted(work.glob("*/result.json")):
+        method, fraction, fold = done.parent.name.rsplit("-", 2)
+        if method in methods and fold.startswith("fold"):
+            found.append(Run(method, float(fraction), int(fold.removeprefix("fold"))))
+    return found
+
+
 def train_command(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> list[str]:
     """The cct-train command line of ``run``: identical budget for every method."""
     method = METHODS[run.method]
@@ -674,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
         name: plan(args.fractions, args.folds, d[2], args.methods, args.every_fold)
         for name, d in datasets.items()
     }
+    for name, runs in order.items():  # finished runs outside this plan: reported, not retrained
+        runs += [run for run in finished_runs(args.work / name, args.methods) if run not in runs]
     # Run-major across datasets: the headline cells fill in on every dataset first.
     for position in range(max(len(runs) for runs in order.values())):
         for name, (data, videos, _) in datasets.items():

@@ -164,3 +164,14 @@ def test_plan_runs_headline_cells_first_and_every_fold_methods_last() -> None:
         "cct_poisson-0.125-fold0",
         "cct_poisson-0.125-fold1",
     ]
+
+
+def test_finished_runs_outside_the_plan_are_found_for_the_report(tmp_path: Path) -> None:
+    runner = _load_runner()
+    for name in ("cct_poisson-0.125-fold0", "cct-1.000-fold2", "sup-0.125-fold1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text("{}")
+    (tmp_path / "cct-0.125-fold0").mkdir()  # interrupted: no result yet
+    (tmp_path / "folds").mkdir()
+    found = runner.finished_runs(tmp_path, ["cct", "cct_poisson"])
+    assert found == [runner.Run("cct", 1.0, 2), runner.Run("cct_poisson", 0.125, 0)]
