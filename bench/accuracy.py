@@ -568,7 +568,8 @@ def plot_curves(name: str, results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(METHODS)}  # more methods than colours
     for r in results:
         if r.get("val_curve"):
             steps, dice = zip(*r["val_curve"], strict=True)

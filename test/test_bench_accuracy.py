@@ -175,3 +175,12 @@ def test_finished_runs_outside_the_plan_are_found_for_the_report(tmp_path: Path)
     (tmp_path / "folds").mkdir()
     found = runner.finished_runs(tmp_path, ["cct", "cct_poisson"])
     assert found == [runner.Run("cct", 1.0, 2), runner.Run("cct_poisson", 0.125, 0)]
+
+
+def test_learning_curves_plot_every_method(tmp_path: Path) -> None:
+    """One curve per method, even with more methods than the colour cycle has colours."""
+    runner = _load_runner()
+    curve = [[100, 0.5], [200, 0.6]]
+    results = [{"method": m, "fraction": 0.125, "fold": 0, "val_curve": curve} for m in runner.METHODS]
+    runner.plot_curves("tiny", results, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0
