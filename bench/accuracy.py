@@ -686,8 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         name: plan(args.fractions, args.folds, d[2], args.methods, args.every_fold)
         for name, d in datasets.items()
     }
-    for name, runs in order.items():  # finished runs outside this plan: reported, not retrained
-        runs += [run for run in finished_runs(args.work / name, args.methods) if run not in runs]
+    for name, runs in order.items():  # finished runs first, so that every report written shows them
+        finished = finished_runs(args.work / name, args.methods)
+        order[name] = finished + [run for run in runs if run not in finished]
     # Run-major across datasets: the headline cells fill in on every dataset first.
     for position in range(max(len(runs) for runs in order.values())):
         for name, (data, videos, _) in datasets.items():
