@@ -628,7 +628,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=-1,
         help="fold of the one-fold rows (default: the dataset's own val video)",
     )
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        default=list(METHODS),
+        help="methods to train (the reports show every finished run under --work)",
+    )
     p.add_argument(
         "--every-fold",
         nargs="+",
@@ -686,8 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         name: plan(args.fractions, args.folds, d[2], args.methods, args.every_fold)
         for name, d in datasets.items()
     }
-    for name, runs in order.items():  # finished runs first, so that every report written shows them
-        finished = finished_runs(args.work / name, args.methods)
+    for name, runs in order.items():  # finished runs of any method first: every report shows them all
+        finished = finished_runs(args.work / name, list(METHODS))
         order[name] = finished + [run for run in runs if run not in finished]
     # Run-major across datasets: the headline cells fill in on every dataset first.
     for position in range(max(len(runs) for runs in order.values())):
