@@ -111,6 +111,17 @@ class Run:
     def name(self) -> str:
         return f"{self.method}-{self.fraction:.3f}-fold{self.fold}"
 
+    @classmethod
+    def from_name(cls, name: str) -> Run | None:
+        """The run a ``name`` (a run folder's) stands for; None for any other folder name."""
+        method, _, rest = name.partition("-")
+        fraction, _, fold = rest.partition("-fold")
+        try:
+            run = cls(method, float(fraction), int(fold))
+        except ValueError:
+            return None
+        return run if run.name == name else None
+
 
 # --------------------------------------------------------------------------- folds
 
@@ -179,12 +190,8 @@ def plan(
 def finished_runs(work: Path, methods: Sequence[str]) -> list[Run]:
     """Runs of ``methods`` with a ``result.json`` under ``work`` (one dataset's folder), so that
     every report shows every finished run, whichever invocation trained it."""
-    found = []
-    for done in sorted(work.glob("*/result.json")):
-        method, fraction, fold = done.parent.name.rsplit("-", 2)
-        if method in methods and fold.startswith("fold"):
-            found.append(Run(method, float(fraction), int(fold.removeprefix("fold"))))
-    return found
+    runs = [Run.from_name(done.parent.name) for done in sorted(work.glob("*/result.json"))]
+    return [run for run in runs if run is not None and run.method in methods]
 
 
 def train_command(run: Run, data: Path, run_dir: Path, args: argparse.Namespace) -> list[str]:
