@@ -30,7 +30,7 @@ import multiprocessing
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -422,6 +422,12 @@ class AugmentConfig:
     hue: float = 0.02
     ignore_index: int = 255
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+
+    @classmethod
+    def from_data(cls, data: Any) -> AugmentConfig:
+        """The augmentation fields of a ``TrainConfig.data`` section (lists become tuples)."""
+        values = {f.name: getattr(data, f.name) for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -437,42 +437,7 @@ class Trainer:
             )
         self.class_weights = torch.tensor(t.class_weights, dtype=torch.float32) if t.class_weights else None
 
-        d = cfg.data
-        aug = D.AugmentConfig(
-            tuple(d.crop_size),
-            tuple(d.scale_range),
-            d.hflip,
-            d.vflip,
-            d.brightness,
-            d.contrast,
-            d.saturation,
-            d.hue,
-            d.ignore_index,
-            d.appearance,
-        )
-        pin = self.device.type == "cuda"
-        self.labelled = D.BatchStream(
-            D.TrainFrames(train_data.labelled, aug, labelled=True),
-            d.batch_size,
-            cfg.seed,
-            d.num_workers,
-            ctx.rank,
-            ctx.world_size,
-            pin,
-        )
-        self.unlabelled = (
-            D.BatchStream(
-                D.TrainFrames(train_data.unlabelled, aug, labelled=False),
-                d.unlabelled_batch_size,
-                cfg.seed + 1,
-                d.num_workers,
-                ctx.rank,
-                ctx.world_size,
-                pin,
-            )
-            if train_data.unlabelled
-            else None
-        )
+        self.labelled, self.unlabelled = self._batch_streams(train_data)
         if self.unlabelled is None and t.cct_steps > 0 and ctx.is_main:
             log.warning("no unlabelled frames: the CCT stage uses the labelled frames only")
         self.val_frames = train_data.val
@@ -483,6 +448,21 @@ class Trainer:
         self._train_csv: CsvLog | None = None
         self._val_csv: CsvLog | None = None
         self._tb: Any | None = None
+
+    def _batch_streams(self, train_data: TrainData) -> tuple[D.BatchStream, D.BatchStream | None]:
+        """This rank's labelled stream and, when there are unlabelled frames, the unlabelled one."""
+        d, ctx = self.cfg.data, self.ctx
+        aug = D.AugmentConfig.from_data(d)
+        pin = self.device.type == "cuda"
+
+        def stream(frames: Sequence[D.Sample], labelled: bool, batch_size: int, seed: int) -> D.BatchStream:
+            dataset = D.TrainFrames(frames, aug, labelled=labelled)
+            return D.BatchStream(dataset, batch_size, seed, d.num_workers, ctx.rank, ctx.world_size, pin)
+
+        labelled = stream(train_data.labelled, True, d.batch_size, self.cfg.seed)
+        if not train_data.unlabelled:
+            return labelled, None
+        return labelled, stream(train_data.unlabelled, False, d.unlabelled_batch_size, self.cfg.seed + 1)
 
     # ------------------------------------------------------------------ the step
 

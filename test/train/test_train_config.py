@@ -8,6 +8,7 @@ import pytest
 
 from cct_surgical_seg.model.cct import AuxConfig
 from cct_surgical_seg.model.config import ModelConfig
+from cct_surgical_seg.train import data as D
 from cct_surgical_seg.train.config import ConfigError, TrainConfig, load_config
 
 YAML = Path(__file__).resolve().parents[2] / "config" / "train.yaml"
@@ -63,3 +64,10 @@ def test_overrides_are_parsed_as_yaml() -> None:
 def test_bad_values_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config(None, [override])
+
+
+def test_augmentation_is_read_from_the_data_section() -> None:
+    cfg = load_config(YAML, ["data.crop_size=[256, 320]", "data.hue=0.07", "data.vflip=true"])
+    aug = D.AugmentConfig.from_data(cfg.data)
+    assert (aug.crop_size, aug.hue, aug.vflip) == ((256, 320), 0.07, True)
+    assert aug.scale_range == tuple(cfg.data.scale_range) and aug.appearance == cfg.data.appearance
