@@ -540,7 +540,9 @@ def write_report(name: str, videos: list[str], results: list[dict], args: argpar
         "Confidence: the pipeline's frame confidence (instrument pixels / instrument-like pixels), "
         "against the frame's binary Dice. Score: each instrument's score (mean max class probability "
         "over its pixels), against its precision (share of the predicted instrument pixels in its box "
-        "that are instrument in truth).",
+        "that are instrument in truth). ms/frame and wall min: wall-clock time of the evaluation "
+        "per frame and of the whole run, with whatever else shared the CPU meanwhile (a paused run "
+        "counts its pause): bookkeeping, not latency; bench/bench_ros_latency.py measures that.",
         "",
     ]
     lines += curve_table(results)
