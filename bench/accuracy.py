@@ -571,33 +571,37 @@ def curve_table(results: list[dict]) -> list[str]:
 
 
 def plot_curves(name: str, results: list[dict], path: Path) -> None:
+    """Learning curves: the main methods on every fold (left), every run on the one-fold rows'
+    fold (right); solid 1/8 labels, dashed all labels; each method and fraction labelled once."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours = {m: palette[i % len(palette)] for i, m in enumerate(METHODS)}  # more methods than colours
-    for r in results:
-        if r.get("val_curve"):
+    curves = [r for r in results if r.get("val_curve")]
+    single = [r["fold"] for r in curves if r["method"] not in MAIN_METHODS]
+    single_fold = max(set(single), key=single.count) if single else None
+    panels = [("sup and CCT, every fold", [r for r in curves if r["method"] in MAIN_METHODS])]
+    if single_fold is not None:
+        panels.append((f"every row, fold {single_fold}", [r for r in curves if r["fold"] == single_fold]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
+    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]]  # 20 distinct colours
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(METHODS)}
+    for ax, (title, runs) in zip(axes[0], panels, strict=True):
+        labelled: set[tuple[str, float]] = set()
+        for r in runs:
+            key = (r["method"], r["fraction"])
             steps, dice = zip(*r["val_curve"], strict=True)
             style = "-" if r["fraction"] < 1 else "--"
-            ax.plot(
-                steps,
-                dice,
-                style,
-                color=colours[r["method"]],
-                alpha=0.8,
-                label=f"{r['method']} {r['fraction']:.3g}"
-                if r["fold"] == min(x["fold"] for x in results)
-                else None,
-            )
-    ax.set_xlabel("step")
-    ax.set_ylabel("binary Dice, held-out video")
-    ax.set_title(f"EndoVis15 {name}: learning curves (one line per fold)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+            label = None if key in labelled else f"{r['method']} {r['fraction']:.3g}"
+            labelled.add(key)
+            ax.plot(steps, dice, style, color=colours[r["method"]], alpha=0.85, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("binary Dice, held-out video")
+    fig.suptitle(f"EndoVis15 {name}: learning curves (one line per run)")
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
