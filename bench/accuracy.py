@@ -571,8 +571,9 @@ def curve_table(results: list[dict]) -> list[str]:
 
 
 def plot_curves(name: str, results: list[dict], path: Path) -> None:
-    """Learning curves: the main methods on every fold (left), every run on the one-fold rows'
-    fold (right); solid 1/8 labels, dashed all labels; each method and fraction labelled once."""
+    """Learning curves: the methods run on more than one fold, every fold (left), and every run
+    on the one-fold rows' fold (right); solid 1/8 labels, dashed all labels; each method and
+    fraction labelled once."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -581,7 +582,10 @@ def plot_curves(name: str, results: list[dict], path: Path) -> None:
     curves = [r for r in results if r.get("val_curve")]
     single = [r["fold"] for r in curves if r["method"] not in MAIN_METHODS]
     single_fold = max(set(single), key=single.count) if single else None
-    panels = [("sup and CCT, every fold", [r for r in curves if r["method"] in MAIN_METHODS])]
+    folds_of: dict[str, set[int]] = {}
+    for r in curves:
+        folds_of.setdefault(r["method"], set()).add(r["fold"])
+    panels = [("methods on every fold", [r for r in curves if len(folds_of[r["method"]]) > 1])]
     if single_fold is not None:
         panels.append((f"every row, fold {single_fold}", [r for r in curves if r["fold"] == single_fold]))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
