@@ -571,9 +571,9 @@ def curve_table(results: list[dict]) -> list[str]:
 
 
 def plot_curves(name: str, results: list[dict], path: Path) -> None:
-    """Learning curves: the methods run on more than one fold, every fold (left), and every run
-    on the one-fold rows' fold (right); solid 1/8 labels, dashed all labels; each method and
-    fraction labelled once."""
+    """Learning curves: sup, CCT and the methods run on more than one fold, every fold (left),
+    and every run on the one-fold rows' fold (right); solid 1/8 labels, dashed all labels; each
+    method and fraction labelled once."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -585,7 +585,8 @@ def plot_curves(name: str, results: list[dict], path: Path) -> None:
     folds_of: dict[str, set[int]] = {}
     for r in curves:
         folds_of.setdefault(r["method"], set()).add(r["fold"])
-    panels = [("methods on every fold", [r for r in curves if len(folds_of[r["method"]]) > 1])]
+    every = [r for r in curves if r["method"] in MAIN_METHODS or len(folds_of[r["method"]]) > 1]
+    panels = [("methods on every fold", every)]
     if single_fold is not None:
         panels.append((f"every row, fold {single_fold}", [r for r in curves if r["fold"] == single_fold]))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), sharey=True, squeeze=False)
